@@ -1,1 +1,60 @@
-"""maps"""
+"""RW and distance maps from integer label arrays (numpy; the ``edt`` package for the EDT).
+
+Maps (``rw_maps``): :func:`rrw_map`, :func:`rrw_compact`, :func:`expand_rrw`,
+:func:`class_emphasis_rrw_map`, :func:`signed_distance_map` (RW-Boundary / Kervadec),
+:func:`boundary_distance_map` (one-sided HD), :func:`ac_map`, :func:`cao_map`,
+:func:`one_hot`. Stored kinds (``kinds``): :data:`MAP_KINDS`, :func:`compute_map`.
+Checks (``rectification``): :func:`is_rectified`, :func:`rectification_violations`,
+:func:`rw_gradient`, :func:`negative_component_counts`,
+:func:`fraction_multiple_negative`, :func:`simplex_grid`,
+:func:`simplex_fraction_multiple_negative`.
+"""
+from .distance import distance_to_class, own_class_distance, validate_labels, validate_spacing
+from .kinds import MAP_KINDS, MapKind, compute_map, get_map_kind
+from .rectification import (
+    fraction_multiple_negative,
+    is_rectified,
+    negative_component_counts,
+    rectification_violations,
+    rw_gradient,
+    simplex_fraction_multiple_negative,
+    simplex_grid,
+)
+from .rw_maps import (
+    ac_map,
+    boundary_distance_map,
+    cao_map,
+    class_emphasis_rrw_map,
+    expand_rrw,
+    one_hot,
+    rrw_compact,
+    rrw_map,
+    signed_distance_map,
+)
+
+__all__ = [
+    "MAP_KINDS",
+    "MapKind",
+    "ac_map",
+    "boundary_distance_map",
+    "cao_map",
+    "class_emphasis_rrw_map",
+    "compute_map",
+    "distance_to_class",
+    "expand_rrw",
+    "fraction_multiple_negative",
+    "get_map_kind",
+    "is_rectified",
+    "negative_component_counts",
+    "one_hot",
+    "own_class_distance",
+    "rectification_violations",
+    "rrw_compact",
+    "rrw_map",
+    "rw_gradient",
+    "signed_distance_map",
+    "simplex_fraction_multiple_negative",
+    "simplex_grid",
+    "validate_labels",
+    "validate_spacing",
+]

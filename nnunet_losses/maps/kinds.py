@@ -1,0 +1,93 @@
+"""The map kinds that are stored or recomputed for training, and how to compute them.
+
+Two stored kinds serve every map-based loss of the package:
+
+* ``rrw`` — one channel, the RRW value at each voxel's own class
+  (:func:`~nnunet_losses.maps.rw_maps.rrw_compact`). With the segmentation it gives
+  the RRW map, the class-emphasis RRW map and the weights of RRW-weighted CE.
+  Normalised, hence unchanged when a patch is scaled.
+* ``signed_distance`` — one channel per class, Kervadec's signed distance in mm
+  (:func:`~nnunet_losses.maps.rw_maps.signed_distance_map`). It gives the RW-Boundary
+  map (with or without Kervadec's inner shift, which only needs the segmentation),
+  the unsigned boundary distance of one-sided HD (``|phi|``) and the distance map of
+  the common-support boundary loss. In mm, hence divided by the zoom factor when a
+  patch is scaled.
+
+AC and Cao maps depend on the segmentation alone and are never stored.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .distance import Spacing, validate_labels, validate_spacing
+from .rw_maps import rrw_compact, signed_distance_map
+
+MapFunction = Callable[[np.ndarray, int, Spacing, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class MapKind:
+    """A map kind: its name, whether it is in mm, and how many channels it has."""
+
+    name: str
+    in_mm: bool
+    per_class_channels: bool
+    function: MapFunction
+    description: str
+
+    def num_channels(self, num_classes: int) -> int:
+        return num_classes if self.per_class_channels else 1
+
+
+MAP_KINDS: dict[str, MapKind] = {
+    "rrw": MapKind(
+        name="rrw",
+        in_mm=False,
+        per_class_channels=False,
+        function=lambda labels, c, spacing, threads: rrw_compact(labels, c, spacing, threads),
+        description="rectified RW value at each voxel's own class (1 channel, normalised)",
+    ),
+    "signed_distance": MapKind(
+        name="signed_distance",
+        in_mm=True,
+        per_class_channels=True,
+        function=lambda labels, c, spacing, threads: signed_distance_map(labels, c, spacing, threads=threads),
+        description="Kervadec signed distance to each class boundary (C channels, mm)",
+    ),
+}
+
+
+def get_map_kind(name: str) -> MapKind:
+    """Look a map kind up by name; a ``ValueError`` lists the valid names."""
+    try:
+        return MAP_KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown map kind {name!r}; valid kinds: {sorted(MAP_KINDS)}") from None
+
+
+def compute_map(
+    kind: str,
+    labels: np.ndarray,
+    num_classes: int,
+    spacing: Spacing | None = None,
+    per_slice: bool = False,
+    threads: int = 1,
+) -> np.ndarray:
+    """Compute a stored map kind for a 2D or 3D label array; returns ``(channels, *spatial)``.
+
+    ``per_slice=True`` (3D labels only) computes the map on each slice along axis 0 with
+    the in-plane spacing, as a 2D configuration sees the data; normalisations (RRW's
+    per-class maximum) are then per slice. The default computes on the whole array.
+    """
+    map_kind = get_map_kind(kind)
+    labels = validate_labels(labels, num_classes)
+    spacing = validate_spacing(spacing, labels.ndim)
+    if not per_slice:
+        return map_kind.function(labels, num_classes, spacing, threads)
+    if labels.ndim != 3:
+        raise ValueError(f"per_slice maps need 3D labels, got shape {labels.shape}")
+    slices = [map_kind.function(s, num_classes, spacing[1:], threads) for s in labels]
+    return np.stack(slices, axis=1)

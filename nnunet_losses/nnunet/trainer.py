@@ -1,0 +1,291 @@
+"""The base class of every trainer of the package: nnU-Net's trainer with a package loss.
+
+A trainer only says which loss terms it uses and how they are weighted::
+
+    class nnUNetTrainerRRWDiceGradual(nnUNetTrainerLosses):
+        def loss_terms(self):
+            return {"dice": SoftDiceLoss(include_background=True), "rw": RegionWiseLoss("rrw")}
+
+        def loss_weights(self, names):
+            return Gradual(names=names, num_epochs=self.num_epochs)
+
+Everything else is nnU-Net's: ``run_training``, ``train_step``, ``validation_step``,
+AMP, deep supervision, the learning-rate schedule, checkpoints, ``--c``, ``--val``,
+DDP. This class only
+
+* builds the loss (with nnU-Net's deep-supervision weights and ignore-label mask),
+* brings the maps each batch needs (precomputed ones through the data loader, see
+  :mod:`.dataset`, or recomputed on the augmented patch, ``map_mode = "on_the_fly"``)
+  and hands them to the loss right before nnU-Net's step functions run,
+* drives the weight schedule (begin/observe/end of each epoch), logs the loss terms
+  and weights per epoch in nnU-Net's log, its checkpoint and ``loss_terms.png``, and
+  restores the schedule on ``--c``,
+* refuses to start, before the first iteration, when maps are missing, stale or of the
+  wrong kind, and on region-based label setups (not supported by these losses),
+* applies the seed and budget of :mod:`.run_settings` and records them.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import distributed as dist
+
+from .. import __version__
+from ..losses import CompositeLoss, SegmentationLoss
+from ..schedules import WeightSchedule
+from .configuration import PreprocessedConfiguration, configuration_from_managers
+from .dataset import MapAttachingDataset
+from .loss_adapter import NnUNetLoss
+from .map_layout import MapLayout
+from .map_store import MapError, MapStore
+from .progress_plot import plot_loss_terms
+from .run_settings import RunSettings, seed_everything
+from .transforms import ComputeMapsOnPatch, MapsToTarget, SplitMapsFromImage, ZoomAwareSpatialTransform
+
+LOG_KEYS = ("loss_terms", "loss_weights", "loss_schedule_state")
+RUN_RECORD = "nnunet_losses_run.json"
+
+
+class nnUNetTrainerLosses(nnUNetTrainer):
+    """nnU-Net trainer whose loss is a weighted sum of package loss terms."""
+
+    map_mode: ClassVar[Literal["precomputed", "on_the_fly"]] = "precomputed"
+    optimizer_name: ClassVar[Literal["sgd", "adam"]] = "sgd"
+    adam_learning_rate: ClassVar[float] = 1e-4
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.run_settings = RunSettings.from_environment()
+        for attribute, value in self.run_settings.budget().items():
+            setattr(self, attribute, value)
+        if self.run_settings.seed is not None:
+            seed_everything(self.run_settings.seed)
+        if self.optimizer_name == "adam":
+            self.initial_lr = self.adam_learning_rate
+        self.schedule: WeightSchedule | None = None
+        self.map_layout: MapLayout | None = None
+        self.map_slicing: dict[str, bool] = {}
+        self._term_sums: dict[str, float] = {}
+        self._term_count = 0
+        self._ensure_log_keys()
+
+    # --- what subclasses define ------------------------------------------------------------------
+
+    def loss_terms(self) -> dict[str, SegmentationLoss]:
+        """The named loss terms. Subclasses must override this."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss_terms()")
+
+    def loss_weights(self, names: tuple[str, ...]) -> WeightSchedule | Mapping[str, float]:
+        """Weights of the terms: fixed numbers or a schedule. Default: 1 each."""
+        return {name: 1.0 for name in names}
+
+    # --- loss, optimiser -------------------------------------------------------------------------
+
+    @property
+    def preprocessed_config(self) -> PreprocessedConfiguration:
+        return configuration_from_managers(
+            self.plans_manager, self.configuration_name, self.dataset_json, self.preprocessed_dataset_folder_base
+        )
+
+    def _build_loss(self) -> NnUNetLoss:
+        if self.label_manager.has_regions:
+            raise RuntimeError(
+                f"{type(self).__name__} does not support region-based training (dataset.json 'regions_class_order'): "
+                "its losses need one softmax class per label. Use a label-based dataset.json."
+            )
+        reference = super()._build_loss()  # only for nnU-Net's own deep-supervision weights
+        ds_weights = reference.weight_factors if isinstance(reference, DeepSupervisionWrapper) else None
+        terms = self.loss_terms()
+        weights = self.loss_weights(tuple(terms))
+        self.schedule = weights if isinstance(weights, WeightSchedule) else None
+        composite = CompositeLoss(terms, weights)
+        kinds = composite.required_maps
+        self.map_layout = MapLayout(kinds, self.label_manager.num_segmentation_heads) if kinds else None
+        return NnUNetLoss(composite, ds_weights, self.label_manager.ignore_label, self.map_layout)
+
+    def configure_optimizers(self):
+        if self.optimizer_name == "sgd":
+            return super().configure_optimizers()
+        optimizer = torch.optim.Adam(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    # --- maps through the data pipeline ------------------------------------------------------------
+
+    def get_tr_and_val_datasets(self):
+        train, val = super().get_tr_and_val_datasets()
+        if self.map_layout is None or self.map_mode != "precomputed":
+            return train, val
+        store = MapStore(self.preprocessed_config)
+        return MapAttachingDataset(train, store, self.map_layout.kinds), MapAttachingDataset(val, store, self.map_layout.kinds)
+
+    def _with_maps(self, pipeline: ComposeTransforms, deep_supervision_scales) -> ComposeTransforms:
+        if self.map_layout is None:
+            return pipeline
+        transforms = list(pipeline.transforms)
+        if self.map_mode == "on_the_fly":
+            spacing = self.configuration_manager.spacing
+            transforms.append(ComputeMapsOnPatch(self.map_layout, spacing, self.label_manager.ignore_label, deep_supervision_scales))
+        else:
+            mm = self.map_layout.mm_channels
+            transforms = [ZoomAwareSpatialTransform(t, mm) if isinstance(t, SpatialTransform) else t for t in transforms]
+            transforms = [SplitMapsFromImage(self.num_input_channels), *transforms, MapsToTarget(deep_supervision_scales)]
+        return ComposeTransforms(transforms)
+
+    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug, **kwargs):
+        pipeline = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug, **kwargs
+        )
+        return self._with_maps(pipeline, deep_supervision_scales)
+
+    def get_validation_transforms(self, deep_supervision_scales, **kwargs):
+        return self._with_maps(super().get_validation_transforms(deep_supervision_scales, **kwargs), deep_supervision_scales)
+
+    def _hand_maps_to_loss(self, batch: dict) -> None:
+        """Split ``[segs..., maps...]`` back into nnU-Net's target and the loss's maps."""
+        if self.map_layout is None:
+            return
+        target = batch["target"]
+        half = len(target) // 2
+        batch["target"] = target[:half] if self.enable_deep_supervision else target[0]
+        self.loss.attach_maps(list(target[half:]))
+
+    def train_step(self, batch: dict) -> dict:
+        self._hand_maps_to_loss(batch)
+        result = super().train_step(batch)
+        self._record_terms()
+        return result
+
+    def validation_step(self, batch: dict) -> dict:
+        self._hand_maps_to_loss(batch)
+        return super().validation_step(batch)
+
+    # --- schedule and logging --------------------------------------------------------------------
+
+    def _ensure_log_keys(self) -> None:
+        logging = self.logger.local_logger.my_fantastic_logging
+        epochs_logged = len(logging.get("train_losses", []))
+        for key in LOG_KEYS:
+            logging.setdefault(key, [None] * epochs_logged)
+
+    @property
+    def current_weights(self) -> dict[str, float]:
+        return self.loss.loss.weights
+
+    def _record_terms(self) -> None:
+        values = self.loss.last_values
+        names = list(values)
+        stacked = torch.stack([values[name].detach().float() for name in names])
+        if self.is_ddp:  # every rank must see the same values, or the schedules drift apart
+            dist.all_reduce(stacked)
+            stacked /= dist.get_world_size()
+        numbers = dict(zip(names, stacked.tolist()))
+        for name, value in numbers.items():
+            self._term_sums[name] = self._term_sums.get(name, 0.0) + value
+        self._term_count += 1
+        if self.schedule is not None:
+            try:
+                self.schedule.observe(numbers)
+            except ValueError as error:
+                raise RuntimeError(f"epoch {self.current_epoch}: loss terms {numbers}: {error}; the training diverged") from error
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if self.schedule is not None:
+            self.schedule.begin_epoch(self.current_epoch)
+        self._term_sums, self._term_count = {}, 0
+        self.print_to_log_file("loss weights:", _format(self.current_weights))
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        super().on_train_epoch_end(train_outputs)
+        if self.schedule is not None:
+            self.schedule.end_epoch()
+        means = {name: total / max(self._term_count, 1) for name, total in self._term_sums.items()}
+        self.logger.log("loss_terms", means, self.current_epoch)
+        self.logger.log("loss_weights", self.current_weights, self.current_epoch)
+        self.logger.log("loss_schedule_state", None if self.schedule is None else self.schedule.state_dict(), self.current_epoch)
+        self.print_to_log_file("loss terms (train mean):", _format(means))
+
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()
+        if self.local_rank == 0:
+            plot_loss_terms(self.logger.local_logger.my_fantastic_logging, Path(self.output_folder) / "loss_terms.png")
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        self._ensure_log_keys()
+        states = self.logger.local_logger.my_fantastic_logging["loss_schedule_state"]
+        last = self.current_epoch - 1
+        if self.schedule is not None and 0 <= last < len(states) and states[last] is not None:
+            self.schedule.load_state_dict(states[last])
+            self.print_to_log_file(f"loss schedule restored at the end of epoch {last}")
+
+    # --- start of training: maps, seeds, record --------------------------------------------------
+
+    def _require_maps(self) -> None:
+        if self.map_layout is None or self.map_mode != "precomputed":
+            return
+        train_keys, val_keys = self.do_split()
+        try:
+            self.map_slicing = MapStore(self.preprocessed_config).verify_all(sorted(set(train_keys) | set(val_keys)), self.map_layout.kinds)
+        except MapError as error:
+            raise MapError(f"{type(self).__name__} needs the maps {list(self.map_layout.kinds)}: {error}") from error
+        self.print_to_log_file(f"maps {list(self.map_layout.kinds)} verified; computed per slice: {self.map_slicing}")
+
+    def _seed_augmentation_workers(self) -> None:
+        for stream, augmenter in enumerate((self.dataloader_train, self.dataloader_val)):
+            if hasattr(augmenter, "restart") and getattr(augmenter, "num_processes", 0) > 0:
+                augmenter.seeds = self.run_settings.worker_seeds(augmenter.num_processes, stream)
+                augmenter.restart()
+
+    def _write_run_record(self) -> None:
+        if self.local_rank != 0:
+            return
+        path = Path(self.output_folder) / RUN_RECORD
+        record = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+        record["runs"].append(
+            {
+                "started": datetime.now().isoformat(timespec="seconds"),
+                "start_epoch": self.current_epoch,
+                "trainer": type(self).__name__,
+                "seed": self.run_settings.seed,
+                "num_epochs": self.num_epochs,
+                "num_iterations_per_epoch": self.num_iterations_per_epoch,
+                "num_val_iterations_per_epoch": self.num_val_iterations_per_epoch,
+                "loss_terms": {name: repr(term) for name, term in self.loss.loss.terms.items()},
+                "schedule": None if self.schedule is None else {"name": self.schedule.key, **self.schedule.config()},
+                "map_mode": self.map_mode if self.map_layout is not None else None,
+                "maps": list(self.map_layout.kinds) if self.map_layout is not None else [],
+                "maps_per_slice": self.map_slicing,
+                "optimizer": self.optimizer_name,
+                "initial_lr": self.initial_lr,
+                "device": str(self.device),
+                "versions": {"nnunet_losses": __version__, "torch": torch.__version__},
+            }
+        )
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=2))
+        temporary.replace(path)
+
+    def on_train_start(self) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        self._require_maps()
+        super().on_train_start()
+        if self.run_settings.seed is not None:
+            self._seed_augmentation_workers()
+            self.print_to_log_file(f"seed {self.run_settings.seed} (NNUNET_LOSSES_SEED)")
+        self._write_run_record()
+
+
+def _format(values: Mapping[str, float]) -> str:
+    return ", ".join(f"{name}={value:.4g}" for name, value in values.items())
