@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
@@ -50,7 +49,7 @@ from .map_layout import MapLayout
 from .map_store import MapError, MapStore
 from .progress_plot import plot_loss_terms
 from .run_settings import RunSettings, seed_everything
-from .transforms import ComputeMapsOnPatch, MapsToTarget, SplitMapsFromImage, ZoomAwareSpatialTransform
+from .transforms import add_map_transforms
 
 LOG_KEYS = ("loss_terms", "loss_weights", "loss_schedule_state")
 RUN_RECORD = "nnunet_losses_run.json"
@@ -131,15 +130,15 @@ class nnUNetTrainerLosses(nnUNetTrainer):
     def _with_maps(self, pipeline: ComposeTransforms, deep_supervision_scales) -> ComposeTransforms:
         if self.map_layout is None:
             return pipeline
-        transforms = list(pipeline.transforms)
-        if self.map_mode == "on_the_fly":
-            spacing = self.configuration_manager.spacing
-            transforms.append(ComputeMapsOnPatch(self.map_layout, spacing, self.label_manager.ignore_label, deep_supervision_scales))
-        else:
-            mm = self.map_layout.mm_channels
-            transforms = [ZoomAwareSpatialTransform(t, mm) if isinstance(t, SpatialTransform) else t for t in transforms]
-            transforms = [SplitMapsFromImage(self.num_input_channels), *transforms, MapsToTarget(deep_supervision_scales)]
-        return ComposeTransforms(transforms)
+        return add_map_transforms(
+            pipeline,
+            self.map_layout,
+            self.map_mode,
+            self.num_input_channels,
+            self.configuration_manager.spacing,
+            self.label_manager.ignore_label,
+            deep_supervision_scales,
+        )
 
     def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug, **kwargs):
         pipeline = super().get_training_transforms(

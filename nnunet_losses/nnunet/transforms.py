@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from torch.nn.functional import interpolate
 
 from .map_layout import MapLayout, compute_map_stack
@@ -133,3 +134,27 @@ class ComputeMapsOnPatch(BasicTransform):
         scales = self.scales if self.scales is not None else [[1] * (segs[0].ndim - 1)]
         data_dict["segmentation"] = pack_target(segmentation, [self._maps(s, f) for s, f in zip(segs, scales)])
         return data_dict
+
+
+def add_map_transforms(
+    pipeline: ComposeTransforms,
+    layout: MapLayout,
+    map_mode: str,
+    num_image_channels: int,
+    spacing: Sequence[float],
+    ignore_label: int | None,
+    deep_supervision_scales: DSScales,
+) -> ComposeTransforms:
+    """nnU-Net's training or validation pipeline with the map transforms of ``map_mode``.
+
+    ``"precomputed"``: split the attached maps off the image first, make the spatial
+    transform zoom-aware, append :class:`MapsToTarget`. ``"on_the_fly"``: append
+    :class:`ComputeMapsOnPatch` (``spacing``: the patch's spacing, mm).
+    """
+    transforms = list(pipeline.transforms)
+    if map_mode == "on_the_fly":
+        return ComposeTransforms([*transforms, ComputeMapsOnPatch(layout, spacing, ignore_label, deep_supervision_scales)])
+    if map_mode != "precomputed":
+        raise ValueError(f"map_mode must be 'precomputed' or 'on_the_fly', got {map_mode!r}")
+    transforms = [ZoomAwareSpatialTransform(t, layout.mm_channels) if isinstance(t, SpatialTransform) else t for t in transforms]
+    return ComposeTransforms([SplitMapsFromImage(num_image_channels), *transforms, MapsToTarget(deep_supervision_scales)])

@@ -1,0 +1,211 @@
+"""Where each run of a study lives and how far it got.
+
+Layout of a study folder::
+
+    <study dir>/study.json                  the parameters (see :mod:`.spec`)
+    <study dir>/runs/<trainer>/seed_<k>_fold_<f>/
+        train.log                           stdout and stderr of every attempt of nnUNetv2_train
+        attempts.json                       one entry per attempt: start, seconds, exit code, cores
+        running.json                        present while an attempt runs: pid, host, Slurm job id
+        failed.json                         present after a failed attempt: exit code, error summary
+        <Dataset>/<trainer>__<plans>__<configuration>/fold_<f>/   nnU-Net's own output folder
+                                            (the run folder is the run's nnUNet_results)
+
+States (:class:`State`), checked in this order:
+
+* ``running``: ``running.json`` names a live process. On this host the pid must exist
+  and be an ``nnUNetv2_train`` process; on another host the Slurm job must still be
+  in ``squeue`` (without ``squeue`` it is assumed alive).
+* ``done``: nnU-Net wrote ``checkpoint_final.pth`` and ``validation/summary.json``.
+* ``failed``: the last attempt exited with an error (``failed.json``).
+* ``interrupted``: an attempt started but neither finished nor failed (a stale
+  ``running.json`` or a checkpoint without validation); it resumes with ``--c``.
+* ``left``: never started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from .spec import Run, StudySpec
+
+RUNS_FOLDER = "runs"
+ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*)$")
+
+
+class State(str, Enum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    LEFT = "left"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run."""
+
+    run_dir: Path
+    output_folder: Path
+
+    @classmethod
+    def of(cls, study_dir: Path, spec: StudySpec, run: Run) -> RunPaths:
+        run_dir = Path(study_dir) / RUNS_FOLDER / run.trainer / run.name
+        output = run_dir / spec.dataset / f"{run.trainer}__{spec.plans}__{spec.configuration}" / f"fold_{run.fold}"
+        return cls(run_dir, output)
+
+    @property
+    def results_root(self) -> Path:
+        """The ``nnUNet_results`` of the run."""
+        return self.run_dir
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "train.log"
+
+    @property
+    def attempts(self) -> Path:
+        return self.run_dir / "attempts.json"
+
+    @property
+    def running_marker(self) -> Path:
+        return self.run_dir / "running.json"
+
+    @property
+    def failed_marker(self) -> Path:
+        return self.run_dir / "failed.json"
+
+    @property
+    def checkpoint_final(self) -> Path:
+        return self.output_folder / "checkpoint_final.pth"
+
+    @property
+    def checkpoint_latest(self) -> Path:
+        return self.output_folder / "checkpoint_latest.pth"
+
+    @property
+    def validation(self) -> Path:
+        return self.output_folder / "validation"
+
+    @property
+    def summary(self) -> Path:
+        return self.validation / "summary.json"
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint_final.is_file() and self.summary.is_file()
+
+    @property
+    def resumable(self) -> bool:
+        """A checkpoint exists, so ``nnUNetv2_train --c`` continues instead of starting over."""
+        return self.checkpoint_final.is_file() or self.checkpoint_latest.is_file()
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run: Run
+    paths: RunPaths
+    state: State
+    detail: str = ""
+
+
+def read_json(path: Path) -> dict | list | None:
+    """A JSON file's content, or ``None`` if it is missing or unreadable (e.g. half written)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, content: dict | list) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2))
+    temporary.replace(path)
+
+
+def _is_training_process(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.exists():  # no procfs: the pid exists, trust it
+        return True
+    try:
+        return b"nnUNetv2_train" in cmdline.read_bytes()  # empty for zombies, other text after pid reuse
+    except OSError:
+        return False
+
+
+def marker_alive(marker: dict) -> bool:
+    """Whether the process named by a ``running.json`` marker is still running."""
+    if marker.get("host") == socket.gethostname():
+        return _is_training_process(int(marker["pid"]))
+    job = marker.get("slurm_job_id")
+    squeue = shutil.which("squeue")
+    if job and squeue:
+        listed = subprocess.run([squeue, "-h", "-j", str(job)], capture_output=True, text=True, timeout=60)
+        return bool(listed.stdout.strip())
+    return True
+
+
+def run_status(study_dir: Path, spec: StudySpec, run: Run) -> RunStatus:
+    """The state of one run, with a short detail (process, error or checkpoint)."""
+    paths = RunPaths.of(study_dir, spec, run)
+    marker = read_json(paths.running_marker)
+    stale = ""
+    if isinstance(marker, dict):
+        where = f"pid {marker.get('pid')} on {marker.get('host')}" + (f", Slurm job {marker['slurm_job_id']}" if marker.get("slurm_job_id") else "")
+        if marker_alive(marker):
+            return RunStatus(run, paths, State.RUNNING, f"{where} since {marker.get('started', '?')}")
+        stale = f"stopped without finishing ({where})"
+    if paths.finished:
+        return RunStatus(run, paths, State.DONE)
+    failed = read_json(paths.failed_marker)
+    if isinstance(failed, dict):
+        return RunStatus(run, paths, State.FAILED, str(failed.get("error", "")))
+    if stale or paths.resumable or paths.log.is_file():
+        resume = "resumes from its checkpoint" if paths.resumable else "restarts from scratch"
+        return RunStatus(run, paths, State.INTERRUPTED, f"{stale or 'not finished'}; {resume}")
+    return RunStatus(run, paths, State.LEFT)
+
+
+def study_statuses(study_dir: Path, spec: StudySpec) -> list[RunStatus]:
+    return [run_status(study_dir, spec, run) for run in spec.runs()]
+
+
+def tail_lines(path: Path, count: int, max_bytes: int = 65536) -> list[str]:
+    """The last ``count`` non-empty lines of a text file (reading at most its last ``max_bytes``)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - max_bytes))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line.rstrip() for line in text.splitlines() if line.strip()][-count:]
+
+
+def error_summary(lines: Sequence[str], returncode: int) -> str:
+    """One line saying why a run failed: the last exception line of its log and the exit status."""
+    if returncode < 0:
+        try:
+            status = f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            status = f"killed by signal {-returncode}"
+    else:
+        status = f"exit code {returncode}"
+    errors = [match.group(1).strip() for line in lines if (match := ERROR_LINE.match(line))]
+    reason = errors[-1] if errors else (lines[-1].strip() if lines else "no output")
+    return f"{reason[:300]} ({status})"
