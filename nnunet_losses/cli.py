@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trainers-path": ("nnunet_losses.cli", "print the folder to export as nnUNet_extTrainer"),
     "setup-maps": ("nnunet_losses.nnunet.setup_maps", "write the maps of preprocessed cases (same as python setup_maps.py)"),
     "small-plans": ("nnunet_losses.nnunet.small_plans", "write a small plans variant for CPU runs (nnUNetSmallPlans)"),
+    "study": ("nnunet_losses.study.cli", "seed studies (convergence CDF), cross-validation comparisons, their status"),
 }
 
 

@@ -63,9 +63,11 @@ class NnUNetWorkspace:
         )
 
 
-def run_command(args: list[str], env: dict[str, str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+def run_command(
+    args: list[str], env: dict[str, str], timeout: float = 600, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run a command; on failure raise with the end of its output."""
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if check and result.returncode != 0:
         output = (result.stdout + result.stderr)[-4000:]
         raise AssertionError(f"{' '.join(args)} failed with code {result.returncode}:\n{output}")

@@ -368,15 +368,29 @@ def test_load_state_dict_refuses_other_schedules_and_configurations() -> None:
     with pytest.raises(ValueError, match="schedule 'rebalance', not 'ramp'"):
         LinearRamp(num_epochs=100).load_state_dict(state)
     with pytest.raises(ValueError, match="built with"):
-        Rebalance(num_epochs=200).load_state_dict(state)
-    with pytest.raises(ValueError, match="built with"):
         Rebalance(step=0.02, num_epochs=100).load_state_dict(state)
+    with pytest.raises(ValueError, match="built with"):
+        Rebalance(num_epochs=100, unit="fraction").load_state_dict(state)
     broken = dict(state)
     del broken["history"]
     with pytest.raises(ValueError, match="malformed"):
         Rebalance(num_epochs=100).load_state_dict(broken)
     with pytest.raises(ValueError, match="must hold 2 numbers"):
         Rebalance(num_epochs=100).load_state_dict({**state, "weights": [1.0]})
+
+
+def test_load_state_dict_accepts_a_longer_budget() -> None:
+    """Continuing a training with more epochs keeps the statistics under the new budget."""
+    short = SoftAdapt(("a", "b"), num_epochs=2)
+    for epoch, values in enumerate([(1.0, 2.0), (0.5, 2.5)]):
+        short.begin_epoch(epoch)
+        short.observe({"a": values[0], "b": values[1]})
+        short.end_epoch()
+    longer = SoftAdapt(("a", "b"), num_epochs=10)
+    longer.load_state_dict(short.state_dict())
+    longer.begin_epoch(2)
+    short.begin_epoch(2)
+    assert longer.weights == short.weights != {"a": 1.0, "b": 1.0}
 
 
 # ------------------------------------------------------------------------ validation

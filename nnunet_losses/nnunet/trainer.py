@@ -61,6 +61,7 @@ class nnUNetTrainerLosses(nnUNetTrainer):
     map_mode: ClassVar[Literal["precomputed", "on_the_fly"]] = "precomputed"
     optimizer_name: ClassVar[Literal["sgd", "adam"]] = "sgd"
     adam_learning_rate: ClassVar[float] = 1e-4
+    deep_supervision: ClassVar[bool] = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -71,6 +72,7 @@ class nnUNetTrainerLosses(nnUNetTrainer):
             seed_everything(self.run_settings.seed)
         if self.optimizer_name == "adam":
             self.initial_lr = self.adam_learning_rate
+        self.enable_deep_supervision = self.deep_supervision
         self.schedule: WeightSchedule | None = None
         self.map_layout: MapLayout | None = None
         self.map_slicing: dict[str, bool] = {}

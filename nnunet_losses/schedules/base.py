@@ -191,14 +191,19 @@ class WeightSchedule(ABC):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a state saved by :meth:`state_dict` of an identically built schedule."""
+        """Restore a state saved by :meth:`state_dict` of an identically built schedule.
+
+        Only the budget ``num_epochs`` may differ: continuing a training with a longer
+        budget keeps the statistics and applies the rule under the new budget.
+        """
         if not isinstance(state, Mapping):
             raise ValueError(f"state must be a mapping, got {type(state).__name__}")
         if state.get("schedule") != self.key:
             raise ValueError(f"state is for schedule {state.get('schedule')!r}, not {self.key!r}")
-        if state.get("config") != self.config():
+        saved = dict(state.get("config") or {})
+        if {**saved, "num_epochs": self.num_epochs} != self.config():
             raise ValueError(
-                f"state was saved by a schedule built with {state.get('config')!r}; "
+                f"state was saved by a schedule built with {saved!r}; "
                 f"this one is built with {self.config()!r}"
             )
         count = len(self.names)

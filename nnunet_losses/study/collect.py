@@ -29,11 +29,6 @@ def foreground_label_names(dataset_json: Mapping) -> dict[int, str]:
     return {int(value): name for name, value in sorted(labels.items(), key=lambda item: int(item[1])) if int(value) != 0 and name != "ignore"}
 
 
-def read_dataset_labels(dataset_folder: Path) -> dict[int, str]:
-    """The foreground labels of a preprocessed dataset (its ``dataset.json``)."""
-    return foreground_label_names(json.loads((dataset_folder / "dataset.json").read_text()))
-
-
 def summary_dice(summary_file: Path, labels: Mapping[int, str]) -> dict[str, float]:
     """``dice_mean`` and ``dice_<name>`` per foreground class from nnU-Net's ``summary.json`` (NaN if absent)."""
     summary = json.loads(Path(summary_file).read_text())

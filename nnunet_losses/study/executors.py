@@ -7,8 +7,9 @@ disjoint, contiguous sets, and each training is pinned to one set (see
 worker counts follow the set's size. With ``--device cuda`` the concurrent runs share
 the visible GPUs.
 
-:class:`SubmititExecutor` submits one job per run (``submitit.AutoExecutor``; on a
-Slurm cluster ``cluster=None`` picks Slurm, tests use ``cluster="local"``). Each job
+:class:`SubmititExecutor` submits one job per run (``submitit.AutoExecutor``,
+``cluster="slurm"`` from the command line; ``cluster="local"`` runs the same jobs as
+local processes, as the tests do). Each job
 runs :meth:`.RunLaunch.execute`, the same ``nnUNetv2_train`` command, on the cores
 and GPUs Slurm gives it. Interrupting the study leaves submitted jobs running; a
 later invocation sees them as running and does not launch them again.
@@ -66,14 +67,14 @@ class LocalExecutor:
                 while waiting and free:
                     launch, cores = waiting.popleft(), free.popleft()
                     active.append((launch.start(cores), cores))
-                    progress.started(launch.run)
+                    progress.started()
                 still_active = []
-                for run, cores in active:
-                    returncode = run.process.poll()
+                for attempt, cores in active:
+                    returncode = attempt.process.poll()
                     if returncode is None:
-                        still_active.append((run, cores))
+                        still_active.append((attempt, cores))
                         continue
-                    outcome = run.finish(returncode)
+                    outcome = attempt.finish(returncode)
                     outcomes.append(outcome)
                     progress.finished(outcome)
                     free.append(cores)
@@ -81,8 +82,8 @@ class LocalExecutor:
                 if active and not (waiting and free):
                     time.sleep(POLL_SECONDS)
         except BaseException:
-            for run, _ in active:
-                run.stop()
+            for attempt, _ in active:
+                attempt.stop()
             raise
         return outcomes
 
@@ -113,6 +114,8 @@ class SubmititExecutor:
         self.poll_seconds = poll_seconds
 
     def run(self, launches: Sequence[RunLaunch], progress: StudyProgress) -> list[RunOutcome]:
+        if not launches:
+            return []
         with self.executor.batch():
             jobs = [self.executor.submit(launch.execute) for launch in launches]
         pending = dict(zip(jobs, launches))
@@ -122,14 +125,14 @@ class SubmititExecutor:
             for job, launch in list(pending.items()):
                 if job.done():
                     if job not in seen_running:
-                        progress.started(launch.run)
+                        progress.started()
                     outcome = self._outcome(job, launch)
                     outcomes.append(outcome)
                     progress.finished(outcome)
                     del pending[job]
                 elif job not in seen_running and job.state == "RUNNING":
                     seen_running.add(job)
-                    progress.started(launch.run)
+                    progress.started()
             if pending:
                 time.sleep(self.poll_seconds)
         return outcomes

@@ -17,12 +17,17 @@ Pinning: with ``cores`` given, the child is bound to those cores with
 process it starts inherits the set. nnU-Net still calls ``torch.set_num_threads`` with
 the machine's core count on CPU, so its threads share the pinned cores.
 
+The child runs in its own session (process group). Stopping an attempt (Ctrl-C or
+SIGTERM to the study) terminates the whole group, augmentation and export workers
+included; its ``running.json`` is removed and the attempt is recorded as interrupted.
+
 :meth:`RunLaunch.execute` runs an attempt to its end (the body of a Slurm job);
 :meth:`RunLaunch.start` and :meth:`ActiveRun.finish` let the local executor run several.
 """
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -87,11 +92,23 @@ class RunLaunch:
         usable = sorted(cores) if cores is not None else sorted(os.sched_getaffinity(0))
         resumed = paths.resumable
         command = [*self.command, *(["--c"] if resumed else [])]
-        log = open(paths.log, "a")  # noqa: SIM115 - closed by ActiveRun.finish
+        log = open(paths.log, "a")  # closed by ActiveRun.finish / stop
         log.write(f"\n===== {datetime.now().isoformat(timespec='seconds')} on {socket.gethostname()}, cores {usable}: {' '.join(command)}\n")
         log.flush()
         pin = (lambda: os.sched_setaffinity(0, usable)) if cores is not None else None
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.environment(len(usable)), preexec_fn=pin)
+        try:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(len(usable)),
+                preexec_fn=pin,
+                start_new_session=True,  # its own process group: stop() ends its workers too
+            )
+        except BaseException:
+            log.close()
+            raise
         started = datetime.now().isoformat(timespec="seconds")
         write_json(
             paths.running_marker,
@@ -123,13 +140,13 @@ class ActiveRun:
     resumed: bool
 
     def stop(self) -> None:
-        """Terminate the child (then kill it after a grace period) and record the attempt as interrupted."""
+        """End the training's process group (SIGTERM, SIGKILL after a grace period); record the attempt as interrupted."""
         if self.process.poll() is None:
-            self.process.terminate()
+            _signal_group(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(TERMINATE_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                _signal_group(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._close(self.process.returncode, interrupted=True)
 
@@ -161,6 +178,13 @@ class ActiveRun:
         )
         write_json(paths.attempts, attempts)
         return seconds
+
+
+def _signal_group(pid: int, number: signal.Signals) -> None:
+    try:
+        os.killpg(pid, number)
+    except ProcessLookupError:
+        pass
 
 
 def mark_failed(paths: RunPaths, returncode: int, log_tail: Sequence[str], reason: str | None = None) -> str:

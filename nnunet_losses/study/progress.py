@@ -1,7 +1,7 @@
 """The progress display of a running study: a tqdm bar with done/failed/running counts.
 
-The bar counts finished runs (done or failed) out of all runs of the study, runs
-done by earlier invocations included (failed ones are retried, so they start uncounted). One line per finished attempt is printed
+The bar counts finished runs (done or failed) out of all runs of the study, those
+finished by earlier invocations included. One line per finished attempt is printed
 above the bar, so logs of non-interactive sessions (where tqdm hides the bar) still
 show what happened.
 """
@@ -10,18 +10,17 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from .launch import RunOutcome
-from .spec import Run
 
 
 class StudyProgress:
     """Counts and displays the runs of one study invocation."""
 
-    def __init__(self, total: int, done: int, description: str) -> None:
-        self.done, self.failed, self.running = done, 0, 0
-        self._bar = tqdm(total=total, initial=done, desc=description, unit="run", dynamic_ncols=True, disable=None)
+    def __init__(self, total: int, done: int, failed: int, description: str) -> None:
+        self.done, self.failed, self.running = done, failed, 0
+        self._bar = tqdm(total=total, initial=done + failed, desc=description, unit="run", dynamic_ncols=True, disable=None)
         self._refresh()
 
-    def started(self, run: Run) -> None:
+    def started(self) -> None:
         self.running += 1
         self._refresh()
 

@@ -3,6 +3,9 @@
 Layout of a study folder::
 
     <study dir>/study.json                  the parameters (see :mod:`.spec`)
+    <study dir>/.study.lock                 held by the study process working on the folder
+    <study dir>/submitit/                   job scripts and logs of --executor slurm
+    <study dir>/cdf_results.csv, cdf.png, compare.md, ...   results (see :mod:`.reports`)
     <study dir>/runs/<trainer>/seed_<k>_fold_<f>/
         train.log                           stdout and stderr of every attempt of nnUNetv2_train
         attempts.json                       one entry per attempt: start, seconds, exit code, cores
@@ -43,8 +46,8 @@ ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)
 
 
 class State(str, Enum):
-    RUNNING = "running"
     DONE = "done"
+    RUNNING = "running"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     LEFT = "left"

@@ -109,12 +109,12 @@ def load_spec(study_dir: Path) -> StudySpec:
     return StudySpec.from_json(json.loads(path.read_text()))
 
 
-def check_spec(spec: StudySpec, study_dir: Path) -> bool:
-    """Raise :class:`StudyMismatchError` if ``study_dir`` holds another study; True if it holds this one."""
+def check_spec(spec: StudySpec, study_dir: Path) -> None:
+    """Raise :class:`StudyMismatchError` if ``study_dir`` holds another study (no ``study.json`` is fine)."""
     try:
         saved = load_spec(study_dir)
     except FileNotFoundError:
-        return False
+        return
     differences = saved.differences(spec)
     if differences:
         lines = "\n".join(f"  {key}: saved {old!r}, requested {new!r}" for key, (old, new) in differences.items())
@@ -122,7 +122,6 @@ def check_spec(spec: StudySpec, study_dir: Path) -> bool:
             f"{study_dir} holds a study with other parameters ({STUDY_FILE}):\n{lines}\n"
             "Repeat the saved parameters to resume it, or pass another --out for a new study."
         )
-    return True
 
 
 def save_spec(spec: StudySpec, study_dir: Path) -> None:

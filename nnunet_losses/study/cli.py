@@ -1,0 +1,202 @@
+"""``nnunet-losses study``: convergence CDFs over seeds, cross-validation comparisons, status.
+
+    nnunet-losses study cdf -d 27 -c 2d --trainers nnUNetTrainerRWBoundary nnUNetTrainerRRW --seeds 50 --epochs 50
+    nnunet-losses study compare -d 27 -c 2d --trainers nnUNetTrainerRRW nnUNetTrainerFocal --baseline nnUNetTrainerRRW
+    nnunet-losses study status study_cdf_Dataset027_ACDC_2d
+
+Every run is nnU-Net's ``nnUNetv2_train`` with its own ``nnUNet_results`` below
+``<out>/runs/``. Invoking the same study again resumes it: finished and failed runs
+are kept (``--retry-failed`` relaunches failed ones), unfinished ones are restarted,
+from their last checkpoint when they have one. Exit status: 0 when every run is done, 1
+when some failed or did not finish (results are still written from the others) or
+the study was refused, 2 for usage errors, 130 when interrupted (Ctrl-C or SIGTERM:
+the trainings are stopped and resume on the next invocation).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..nnunet.configuration import ConfigurationError, resolve_dataset_name
+from ..nnunet.map_store import MapError
+from .runs import RunStatus, State
+from .spec import StudyMismatchError, StudySpec, check_spec
+
+if TYPE_CHECKING:
+    from .executors import Executor
+
+REFUSALS = (ConfigurationError, MapError, StudyMismatchError)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The options shared by ``cdf`` and ``compare``; returns the budget group (each adds its --epochs)."""
+    data = parser.add_argument_group("data and trainers")
+    data.add_argument("-d", "--dataset", required=True, help="dataset id or name, as for nnUNetv2_train")
+    data.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
+    data.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    data.add_argument("--trainers", nargs="+", required=True, metavar="TRAINER", help="nnU-Net trainer class names")
+    budget = parser.add_argument_group("budget per run (NNUNET_LOSSES_* variables of the trainers)")
+    budget.add_argument("--iterations", type=_positive, help="training iterations per epoch (nnU-Net: 250)")
+    budget.add_argument("--val-iterations", type=_positive, help="validation iterations per epoch (nnU-Net: 50)")
+    run = parser.add_argument_group("execution")
+    run.add_argument("--out", type=Path, help="study folder (default ./study_<kind>_<Dataset>_<configuration>)")
+    run.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="nnUNetv2_train -device (default cuda)")
+    run.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
+    run.add_argument("--parallel", type=_positive, default=1, help="local: runs at a time, each pinned to its own share of the cores")
+    run.add_argument("--retry-failed", action="store_true", help="relaunch failed runs (default: keep them as failed results)")
+    run.add_argument("--gpus", type=_positive, default=1, help="GPUs per run (default 1; more train with nnU-Net's DDP; Slurm requests them per job)")
+    slurm = parser.add_argument_group("Slurm (--executor slurm, through submitit; one job per run)")
+    slurm.add_argument("--partition", help="Slurm partition")
+    slurm.add_argument("--time-limit", type=_positive, metavar="MINUTES", help="time limit per job in minutes")
+    slurm.add_argument("--cpus-per-task", type=_positive, help="CPU cores per job")
+    return budget
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Studies over many nnUNetv2_train runs: convergence CDFs over seeds, cross-validation comparisons, status.",
+        epilog="examples:\n" + "\n".join(line for line in __doc__.splitlines() if line.startswith("    nnunet-losses")),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{cdf,compare,status}")
+
+    cdf = commands.add_parser(
+        "cdf",
+        help="train each trainer with many seeds; CSV and empirical-CDF plot of the final validation Dice",
+        description="Convergence study (region-wise loss paper §4.3-4.4): one run per trainer and seed (seeds 0..N-1) "
+        "on one fold; writes cdf_results.csv, cdf.png and cdf.pdf.",
+    )
+    _add_common(cdf).add_argument("--epochs", type=_positive, required=True, help="epochs per run (the paper: 50)")
+    cdf.add_argument("--seeds", type=_positive, default=50, help="number of seeds per trainer, 0..N-1 (default 50)")
+    cdf.add_argument("--fold", type=int, default=0, help="fold to train and validate on (default 0)")
+
+    compare = commands.add_parser(
+        "compare",
+        help="train each trainer on each fold; per-case metrics and paired tests against a baseline",
+        description="Cross-validation comparison: one run per trainer and fold; writes compare_cases.csv, "
+        "compare_summary.csv, compare.md and compare_<metric>.png.",
+    )
+    _add_common(compare).add_argument("--epochs", type=_positive, help="epochs per run (default nnU-Net's 1000)")
+    compare.add_argument("--baseline", required=True, help="trainer the others are tested against (one of --trainers)")
+    compare.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    compare.add_argument("--permutations", type=_positive, default=10000, help="permutations of the paired test (default 10000)")
+
+    status = commands.add_parser("status", help="done / running / failed / left runs of a study folder", description="Show the runs of a study folder.")
+    status.add_argument("study_dir", type=Path, metavar="DIR")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> StudySpec:
+    dataset = resolve_dataset_name(args.dataset)
+    seeds = tuple(range(args.seeds)) if args.command == "cdf" else (args.seed,)
+    folds = (args.fold,) if args.command == "cdf" else tuple(args.folds)
+    return StudySpec(args.command, dataset, args.configuration, args.plans, tuple(args.trainers), seeds, folds, args.epochs, args.iterations, args.val_iterations)
+
+
+def _executor(args: argparse.Namespace, study_dir: Path) -> Executor:
+    from .executors import LocalExecutor, SubmititExecutor
+
+    if args.executor == "local":
+        return LocalExecutor(args.parallel)
+    if shutil.which("sbatch") is None:
+        raise ConfigurationError("--executor slurm needs Slurm's sbatch, which is not on PATH here; run the study on a Slurm login node")
+    gpus = args.gpus if args.device == "cuda" else 0
+    return SubmititExecutor(study_dir / "submitit", "slurm", args.partition, gpus, args.time_limit, args.cpus_per_task)
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if len(set(args.trainers)) != len(args.trainers):
+        parser.error(f"--trainers has duplicates: {args.trainers}")
+    if args.command == "compare":
+        if args.baseline not in args.trainers:
+            parser.error(f"--baseline {args.baseline} must be one of --trainers {args.trainers}")
+        if len(set(args.folds)) != len(args.folds):
+            parser.error(f"--folds has duplicates: {args.folds}")
+    slurm_only = [f"--{name.replace('_', '-')}" for name in ("partition", "time_limit", "cpus_per_task") if getattr(args, name) is not None]
+    if args.executor == "local" and slurm_only:
+        parser.error(f"{', '.join(slurm_only)} only apply to --executor slurm")
+    if args.device == "cpu" and args.gpus != 1:
+        parser.error("--gpus applies to --device cuda")
+    if args.executor == "slurm" and args.parallel != 1:
+        parser.error("--parallel applies to --executor local; Slurm runs every job as soon as it is scheduled")
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_interruptibly(spec: StudySpec, study_dir: Path, executor: Executor, args: argparse.Namespace) -> list[RunStatus]:
+    """:func:`.runner.run_study` with SIGTERM handled like Ctrl-C: the trainings are stopped and recorded."""
+    from .runner import run_study
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run_study(spec, study_dir, executor, args.device, args.gpus, args.retry_failed)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Refuse bad input, run the study, write its results; the exit status of :mod:`.cli`."""
+    from .reports import write_cdf_report, write_compare_report
+    from .runner import StudyBusyError, ensure_splits, preflight
+
+    try:
+        spec = spec_from_args(args)
+        study_dir = (args.out or Path.cwd() / f"study_{spec.kind}_{spec.dataset}_{spec.configuration}").resolve()
+        check_spec(spec, study_dir)
+        config = preflight(spec, args.device, local=args.executor == "local")
+        executor = _executor(args, study_dir)
+        ensure_splits(config)
+    except REFUSALS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        statuses = _run_interruptibly(spec, study_dir, executor, args)
+    except (StudyMismatchError, StudyBusyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the same command resumes the study (state: nnunet-losses study status {study_dir})", file=sys.stderr)
+        return 130
+    if spec.kind == "cdf":
+        written = write_cdf_report(spec, study_dir, statuses, config.dataset_folder)
+    else:
+        written = write_compare_report(spec, study_dir, statuses, config.dataset_folder, args.baseline, args.permutations)
+    names = [str(path.relative_to(study_dir)) for path in written]
+    print(f"wrote {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''} in {study_dir}")
+    unfinished = [status for status in statuses if status.state is not State.DONE]
+    if unfinished:
+        print(f"{len(unfinished)} of {len(statuses)} runs are not done; see: nnunet-losses study status {study_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses study") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.command == "status":
+        from .status import status_report
+
+        try:
+            print(status_report(args.study_dir))
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
+    _check_usage(parser, args)
+    return run_command(args)

@@ -1,0 +1,87 @@
+"""The result files of a study, written from the finished runs after every invocation.
+
+CDF study: ``cdf_results.csv`` (one row per run, every state) and ``cdf.png``/``cdf.pdf``
+(the successful runs; the plot says how many failed or did not finish).
+
+Comparison: ``compare_cases.csv`` (one row per trainer and validation case),
+``compare_summary.csv`` and ``compare.md`` (mean ± std per trainer and metric, paired
+tests against the baseline, see :mod:`.compare`) and ``compare_<metric>.png``.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from .case_metrics import metric_names, validation_case_metrics
+from .collect import CDF_RESULTS, cdf_rows, foreground_label_names, write_csv
+from .compare import box_plots, markdown_table, summarise, summary_rows
+from .plots import plot_cdf
+from .runs import RunStatus, State
+from .spec import StudySpec
+
+COMPARE_CASES = "compare_cases.csv"
+COMPARE_SUMMARY = "compare_summary.csv"
+COMPARE_REPORT = "compare.md"
+
+
+def _budget(spec: StudySpec) -> str:
+    epochs = f"{spec.epochs} epoch{'s' if spec.epochs != 1 else ''}" if spec.epochs is not None else "nnU-Net's default epochs"
+    extra = [f"{value} {name}" for value, name in ((spec.iterations, "iterations/epoch"), (spec.val_iterations, "val. iterations/epoch")) if value is not None]
+    return ", ".join([epochs, *extra])
+
+
+def write_cdf_report(spec: StudySpec, study_dir: Path, statuses: Sequence[RunStatus], dataset_folder: Path) -> list[Path]:
+    """``cdf_results.csv``, ``cdf.png`` and ``cdf.pdf``."""
+    labels = foreground_label_names(json.loads((dataset_folder / "dataset.json").read_text()))
+    rows = cdf_rows(statuses, labels)
+    written = [write_csv(rows, study_dir / CDF_RESULTS)]
+    dice = {trainer: [row["dice_mean"] for row in rows if row["trainer"] == trainer and row["status"] == State.DONE.value] for trainer in spec.trainers}
+    failed = Counter(row["trainer"] for row in rows if row["status"] == State.FAILED.value)
+    unfinished = sum(row["status"] not in (State.DONE.value, State.FAILED.value) for row in rows)
+    folds = ", ".join(map(str, spec.folds))
+    title = f"{spec.dataset} {spec.configuration}, fold {folds}\n{len(spec.seeds)} seeds per trainer; {_budget(spec)}"
+    return written + plot_cdf(dice, dict(failed), study_dir / "cdf", title, unfinished)
+
+
+def write_compare_report(
+    spec: StudySpec, study_dir: Path, statuses: Sequence[RunStatus], dataset_folder: Path, baseline: str, n_permutations: int = 10000
+) -> list[Path]:
+    """Per-case metrics of the finished runs, their summary with paired tests, and box plots."""
+    dataset_json = json.loads((dataset_folder / "dataset.json").read_text())
+    labels = foreground_label_names(dataset_json)
+    ignore = dataset_json["labels"].get("ignore")
+    metrics = metric_names(labels)
+    cases: dict[str, dict[str, dict[str, float]]] = {trainer: {} for trainer in spec.trainers}
+    rows = []
+    for status in statuses:
+        if status.state is not State.DONE:
+            continue
+        per_case = validation_case_metrics(status.paths.validation, dataset_folder / "gt_segmentations", dataset_json["file_ending"], labels, ignore)
+        cases[status.run.trainer].update(per_case)
+        rows += [{"trainer": status.run.trainer, "fold": status.run.fold, "case": case, **values} for case, values in per_case.items()]
+    written = [write_csv(rows, study_dir / COMPARE_CASES, ["trainer", "fold", "case", *metrics])]
+    summaries = summarise(cases, metrics, baseline, n_permutations)
+    written.append(write_csv(summary_rows(summaries, baseline), study_dir / COMPARE_SUMMARY))
+    unfinished = [status for status in statuses if status.state is not State.DONE]
+    header = [
+        f"# {spec.dataset} {spec.configuration}: {', '.join(spec.trainers)}",
+        "",
+        f"Folds {', '.join(map(str, spec.folds))}, seed {', '.join(map(str, spec.seeds))}, {_budget(spec)}; "
+        f"{len(statuses) - len(unfinished)} of {len(statuses)} runs finished"
+        + (f" (not included: {', '.join(f'{s.run} [{s.state.value}]' for s in unfinished)})" if unfinished else "")
+        + ".",
+        "",
+        "Validation cases of all folds pooled; mean ± sample std (n cases). HD95, ASSD and d3d (centroid distance d_3D) "
+        "in mm; delta = |N_GT - N_pred| connected components of the foreground; `_mean` = mean over foreground classes.",
+        "",
+        f"p_perm: paired two-sided sign-flip permutation test ({n_permutations} permutations); "
+        f"p_t: one-tailed paired t-test, H1: the trainer is better than the baseline {baseline} "
+        "(higher Dice, lower distances and delta); pairs by case id; * p < 0.05.",
+        "",
+    ]
+    report = study_dir / COMPARE_REPORT
+    report.write_text("\n".join(header) + "\n" + markdown_table(summaries, spec.trainers, baseline) + "\n")
+    written.append(report)
+    return written + box_plots(cases, metrics, study_dir, f"{spec.dataset} {spec.configuration}, folds {', '.join(map(str, spec.folds))}")

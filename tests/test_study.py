@@ -1,0 +1,457 @@
+"""Seed studies and comparisons through nnU-Net's real ``nnUNetv2_train`` on CPU.
+
+Trainings are tiny (small plans, 1 epoch, 2 iterations, 1 validation iteration) and
+run two at a time; each still takes ~30 s, mostly nnU-Net's final validation, so the
+runs are shared: one CDF study (3 trainers x 2 seeds, one trainer failing on purpose)
+serves the layout, CSV, plot, failure, status and restart tests; the submitit test
+redoes one deleted and one interrupted run of it, and the comparison reuses its fold-0
+runs and trains fold 1 only. Tests of the statistics,
+the status table and the restart rules work on hand-made folders and need no nnU-Net.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnunet_losses.study.cli import main as study_main
+from nnunet_losses.study.collect import foreground_label_names, summary_dice
+from nnunet_losses.study.compare import markdown_table, summarise
+from nnunet_losses.study.executors import SubmititExecutor, split_cores
+from nnunet_losses.study.launch import RunLaunch
+from nnunet_losses.study.reports import write_cdf_report
+from nnunet_losses.study.runner import StudyBusyError, run_study, study_lock
+from nnunet_losses.study.runs import RunPaths, State, run_status, write_json
+from nnunet_losses.study.spec import Run, StudySpec, load_spec, save_spec
+from nnunet_losses.study.status import status_report
+from nnunet_losses.nnunet.configuration import ConfigurationError
+
+from conftest import SMALL_PLANS
+
+RRW, RWB, FAILING = "nnUNetTrainerRRW", "nnUNetTrainerRWBoundary", "nnUNetTrainerStudyFailing"
+TINY = ["-p", SMALL_PLANS, "--epochs", "1", "--iterations", "2", "--val-iterations", "1", "--device", "cpu"]
+FAILING_MODULE = '''
+import os
+
+from nnunet_losses.trainers.losses_region_wise import nnUNetTrainerRRW
+
+
+class nnUNetTrainerStudyFailing(nnUNetTrainerRRW):
+    """Builds like RRW (so it passes the preflight) and fails when training starts."""
+
+    def on_train_start(self):
+        cores = sorted(os.sched_getaffinity(0))
+        raise RuntimeError(f"deliberate failure, seed {os.environ['NNUNET_LOSSES_SEED']}, cores {cores}")
+'''
+
+
+def invoke(*argv: str) -> tuple[int, str, float]:
+    """``nnunet-losses study ARGV`` in this process: exit status, stdout+stderr, seconds."""
+    output = io.StringIO()
+    start = time.monotonic()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        code = study_main(list(argv))
+    return code, output.getvalue(), time.monotonic() - start
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def attempts(study_dir: Path, trainer: str, name: str) -> list[dict]:
+    return json.loads((study_dir / "runs" / trainer / name / "attempts.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def study_env(workspace, tmp_path_factory):
+    """Tiny-run process counts, and a failing trainer appended to nnUNet_extTrainer."""
+    extra = tmp_path_factory.mktemp("failing_trainer")
+    (extra / "failing_trainers.py").write_text(FAILING_MODULE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("nnUNet_extTrainer", os.pathsep.join([os.environ["nnUNet_extTrainer"], str(extra)]))
+        patch.setenv("nnUNet_def_n_proc", "1")
+        patch.setenv("nnUNet_n_proc_DA", "0")
+        patch.setenv("nnUNet_compile", "false")
+        for variable in ("NNUNET_LOSSES_SEED", "NNUNET_LOSSES_EPOCHS", "NNUNET_LOSSES_ITERATIONS", "NNUNET_LOSSES_VAL_ITERATIONS"):
+            patch.delenv(variable, raising=False)
+        yield
+
+
+@dataclass(frozen=True)
+class CdfStudy:
+    dir: Path
+    argv: tuple[str, ...]
+    code: int
+    output: str
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def cdf_study(cardiac, study_env, tmp_path_factory) -> CdfStudy:
+    study_dir = tmp_path_factory.mktemp("cdf") / "study"
+    argv = ("cdf", "-d", str(cardiac.dataset_id), "-c", "2d", "--trainers", RRW, RWB, FAILING, "--seeds", "2", "--parallel", "2", "--out", str(study_dir), *TINY)
+    return CdfStudy(study_dir, argv, *invoke(*argv))
+
+
+# --- the CDF study through nnUNetv2_train ------------------------------------------------------
+
+
+@pytest.mark.nnunet
+def test_each_run_trains_in_its_own_results_folder(cdf_study, cardiac):
+    assert cdf_study.code == 1, cdf_study.output  # two runs failed on purpose
+    spec = load_spec(cdf_study.dir)
+    assert spec.seeds == (0, 1) and spec.folds == (0,) and spec.epochs == 1
+    for trainer in (RRW, RWB):
+        for seed in (0, 1):
+            paths = RunPaths.of(cdf_study.dir, spec, Run(trainer, seed, 0))
+            assert paths.run_dir == cdf_study.dir / "runs" / trainer / f"seed_{seed}_fold_0"
+            assert paths.output_folder == paths.run_dir / cardiac.name / f"{trainer}__{SMALL_PLANS}__2d" / "fold_0"
+            assert paths.finished and paths.log.is_file()
+            assert not paths.running_marker.exists() and not paths.failed_marker.exists()
+            record = json.loads((paths.output_folder / "nnunet_losses_run.json").read_text())["runs"][-1]
+            assert (record["trainer"], record["seed"], record["num_epochs"], record["num_iterations_per_epoch"]) == (trainer, seed, 1, 2)
+    assert not any(cardiac.workspace.results.glob(f"{cardiac.name}/*StudyFailing*")), "runs must not write to the global nnUNet_results"
+
+
+@pytest.mark.nnunet
+def test_parallel_runs_are_pinned_to_disjoint_cores(cdf_study):
+    used = [attempts(cdf_study.dir, trainer, f"seed_{seed}_fold_0")[0]["cores"] for trainer in (RRW, RWB, FAILING) for seed in (0, 1)]
+    core_sets = split_cores(sorted(os.sched_getaffinity(0)), 2)
+    assert all(cores in core_sets for cores in used)
+    assert used[0] != used[1]  # the first two runs start together, on disjoint sets
+    # the child process saw the pinned set (the failing trainer reports its affinity)
+    failed = json.loads((cdf_study.dir / "runs" / FAILING / "seed_0_fold_0" / "failed.json").read_text())
+    assert f"cores {attempts(cdf_study.dir, FAILING, 'seed_0_fold_0')[0]['cores']}" in failed["error"]
+
+
+@pytest.mark.nnunet
+def test_cdf_results_csv_and_plot(cdf_study):
+    rows = read_csv(cdf_study.dir / "cdf_results.csv")
+    assert list(rows[0]) == ["trainer", "seed", "fold", "status", "dice_mean", "dice_RV", "dice_MYO", "dice_LV", "epochs", "seconds", "error"]
+    done = [row for row in rows if row["status"] == "done"]
+    assert sorted((row["trainer"], row["seed"]) for row in done) == [(RRW, "0"), (RRW, "1"), (RWB, "0"), (RWB, "1")]
+    for row in done:
+        for column in ("dice_mean", "dice_RV", "dice_MYO", "dice_LV"):
+            assert 0.0 <= float(row[column]) <= 1.0
+        assert row["epochs"] == "1" and float(row["seconds"]) > 0 and row["error"] == ""
+    for name in ("cdf.png", "cdf.pdf"):
+        assert (cdf_study.dir / name).stat().st_size > 1000
+
+
+@pytest.mark.nnunet
+def test_failed_run_is_reported_and_the_others_go_on(cdf_study):
+    rows = {(row["trainer"], row["seed"]): row for row in read_csv(cdf_study.dir / "cdf_results.csv")}
+    for seed in ("0", "1"):
+        row = rows[(FAILING, seed)]
+        assert row["status"] == "failed" and row["dice_mean"] == ""
+        assert f"RuntimeError: deliberate failure, seed {seed}" in row["error"] and "exit code 1" in row["error"]
+    assert f"FAILED  {FAILING} seed 0 fold 0" in cdf_study.output
+    assert "not done" in cdf_study.output
+
+
+@pytest.mark.nnunet
+def test_status_lists_done_and_failed_runs_with_log_tails(cdf_study):
+    code, output, _ = invoke("status", str(cdf_study.dir))
+    assert code == 0
+    assert "6 runs: 4 done, 0 running, 2 failed, 0 interrupted, 0 left" in output
+    assert output.count(" done ") == 4 and "Dice 0." in output
+    assert f"--- {FAILING} seed 1 fold 0: last lines of" in output
+    assert "    RuntimeError: deliberate failure, seed 1" in output
+
+
+@pytest.mark.nnunet
+def test_second_invocation_skips_finished_and_failed_runs(cdf_study):
+    before = {path: path.stat().st_mtime_ns for path in cdf_study.dir.glob("runs/*/*/attempts.json")}
+    code, output, seconds = invoke(*cdf_study.argv)
+    assert code == 1 and "4 done, 0 running elsewhere, 2 failed (kept" in output and "0 to launch" in output
+    assert {path: path.stat().st_mtime_ns for path in cdf_study.dir.glob("runs/*/*/attempts.json")} == before
+    assert seconds < 30
+
+
+@pytest.mark.nnunet
+def test_other_parameters_in_the_same_folder_are_refused(cdf_study):
+    argv = [*cdf_study.argv]
+    argv[argv.index("--epochs") + 1] = "2"
+    code, output, _ = invoke(*argv)
+    assert code == 1
+    assert "holds a study with other parameters" in output and "epochs: saved 1, requested 2" in output
+    assert load_spec(cdf_study.dir).epochs == 1
+
+
+@pytest.mark.nnunet
+def test_deleted_and_interrupted_runs_are_redone_through_submitit_local_executor(cdf_study, cardiac):
+    spec = load_spec(cdf_study.dir)
+    deleted = RunPaths.of(cdf_study.dir, spec, Run(RRW, 1, 0))
+    shutil.rmtree(deleted.run_dir)
+    interrupted = RunPaths.of(cdf_study.dir, spec, Run(RWB, 1, 0))
+    interrupted.summary.unlink()  # as if stopped during nnU-Net's final validation ...
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_json(interrupted.running_marker, {"pid": gone.pid, "host": socket.gethostname(), "started": "before"})  # ... by a kill -9
+    assert run_status(cdf_study.dir, spec, Run(RWB, 1, 0)).state is State.INTERRUPTED
+    kept = attempts(cdf_study.dir, RWB, "seed_0_fold_0")
+
+    executor = SubmititExecutor(cdf_study.dir / "submitit", cluster="local", gpus=0, time_limit_minutes=10, poll_seconds=1)
+    with contextlib.redirect_stdout(io.StringIO()):
+        statuses = run_study(spec, cdf_study.dir, executor, device="cpu")
+    states = {str(s.run): s.state for s in statuses}
+    assert states[f"{RRW} seed 1 fold 0"] is State.DONE and states[f"{RWB} seed 1 fold 0"] is State.DONE
+    assert deleted.finished and [a["resumed"] for a in attempts(cdf_study.dir, RRW, "seed_1_fold_0")] == [False]
+    assert interrupted.finished and [a["resumed"] for a in attempts(cdf_study.dir, RWB, "seed_1_fold_0")] == [False, True]
+    assert interrupted.log.read_text().rstrip().split("\n=====")[-1].splitlines()[0].endswith("--c")
+    assert not interrupted.running_marker.exists()
+    assert attempts(cdf_study.dir, RWB, "seed_0_fold_0") == kept
+    assert len(list((cdf_study.dir / "submitit").glob("*_result.pkl"))) == 2
+    write_cdf_report(spec, cdf_study.dir, statuses, cardiac.folder)
+    assert sum(row["status"] == "done" for row in read_csv(cdf_study.dir / "cdf_results.csv")) == 4
+
+
+# --- refusals before anything is launched ------------------------------------------------------
+
+
+@pytest.mark.nnunet
+def test_unknown_trainer_is_refused_before_launching(cardiac, study_env, tmp_path):
+    out = tmp_path / "study"
+    code, output, _ = invoke("cdf", "-d", str(cardiac.dataset_id), "-c", "2d", "--trainers", RRW, "nnUNetTrainerNoSuchLoss", "--seeds", "2", "--out", str(out), *TINY)
+    assert code == 1
+    assert "unknown trainer 'nnUNetTrainerNoSuchLoss'" in output and RRW in output
+    assert not out.exists()
+
+
+@pytest.mark.nnunet
+def test_missing_maps_are_refused_before_launching(cardiac, study_env, tmp_path):
+    from nnunet_losses.nnunet.configuration import load_configuration
+    from nnunet_losses.nnunet.map_store import MapStore
+
+    map_file = MapStore(load_configuration(cardiac.dataset_id, "2d", SMALL_PLANS)).path("cardiac_000", "rrw")
+    hidden = map_file.with_name("hidden-by-test")
+    map_file.rename(hidden)
+    try:
+        out = tmp_path / "study"
+        code, output, _ = invoke("cdf", "-d", str(cardiac.dataset_id), "-c", "2d", "--trainers", RRW, "--seeds", "2", "--out", str(out), *TINY)
+    finally:
+        hidden.rename(map_file)
+    assert code == 1
+    assert f"{RRW} needs the maps ['rrw']" in output and "cardiac_000" in output
+    assert not out.exists()
+
+
+def test_usage_errors():
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(io.StringIO()):
+        study_main(["compare", "-d", "1", "-c", "2d", "--trainers", RRW, RWB, "--baseline", "nnUNetTrainerX"])
+    assert stop.value.code == 2
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        study_main(["cdf", "-d", "1", "-c", "2d", "--trainers", RRW, "--epochs", "1", "--partition", "gpu"])
+
+
+# --- comparison ---------------------------------------------------------------------------------
+
+
+@pytest.mark.nnunet
+def test_compare_two_trainers_on_two_folds(cdf_study, cardiac, tmp_path):
+    study_dir = tmp_path / "compare"
+    for trainer in (RRW, RWB):  # the same seed-0, fold-0 runs as the CDF study's: reuse them
+        shutil.copytree(cdf_study.dir / "runs" / trainer / "seed_0_fold_0", study_dir / "runs" / trainer / "seed_0_fold_0")
+    code, output, _ = invoke(
+        "compare", "-d", str(cardiac.dataset_id), "-c", "2d", "--trainers", RRW, RWB, "--baseline", RRW,
+        "--folds", "0", "1", "--parallel", "2", "--out", str(study_dir), *TINY,
+    )
+    assert code == 0, output
+    assert "2 done" in output and "2 to launch" in output
+
+    splits = json.loads((cardiac.folder / "splits_final.json").read_text())
+    validation = {case: fold for fold in (0, 1) for case in splits[fold]["val"]}
+    cases = read_csv(study_dir / "compare_cases.csv")
+    assert sorted((row["trainer"], row["case"]) for row in cases) == sorted((t, c) for t in (RRW, RWB) for c in validation)
+    for row in cases:
+        assert int(row["fold"]) == validation[row["case"]]
+        assert 0.0 <= float(row["dice_mean"]) <= 1.0
+        assert math.isnan(float(row["hd95_mean"])) or float(row["hd95_mean"]) >= 0
+        assert float(row["delta"]) >= 0
+    # per-case Dice agrees with nnU-Net's own evaluation of the same predictions
+    summary = json.loads((study_dir / "runs" / RRW / "seed_0_fold_1" / cardiac.name / f"{RRW}__{SMALL_PLANS}__2d" / "fold_1" / "validation" / "summary.json").read_text())
+    for entry in summary["metric_per_case"]:
+        case = Path(entry["prediction_file"]).name.removesuffix(".nii.gz")
+        ours = next(row for row in cases if row["trainer"] == RRW and row["case"] == case)
+        assert float(ours["dice_RV"]) == pytest.approx(entry["metrics"]["1"]["Dice"], abs=1e-9, nan_ok=True)
+
+    summaries = read_csv(study_dir / "compare_summary.csv")
+    assert {(row["trainer"], row["metric"]) for row in summaries} >= {(RWB, "dice_mean"), (RRW, "hd95_mean"), (RWB, "d3d"), (RWB, "delta")}
+    baseline_row = next(row for row in summaries if row["trainer"] == RRW and row["metric"] == "dice_mean")
+    assert baseline_row["p_permutation"] == "" and baseline_row["baseline"] == RRW
+    other = next(row for row in summaries if row["trainer"] == RWB and row["metric"] == "dice_mean")
+    assert 0 < float(other["p_permutation"]) <= 1 and other["t_alternative"] == "greater" and other["n_pairs"] == str(len(validation))
+    report = (study_dir / "compare.md").read_text()
+    assert f"{RRW} (baseline)" in report and "p_perm=" in report and "| dice_mean |" in report
+    assert (study_dir / "compare_dice_mean.png").stat().st_size > 1000 and (study_dir / "compare_hd95_RV.png").is_file()
+
+
+# --- pure parts: statistics, collection, status, restart rules ---------------------------------
+
+
+def test_statistics_table_on_synthetic_cases():
+    rng = np.random.default_rng(0)
+    ids = [f"case_{i:02d}" for i in range(12)]
+    base_dice, base_hd = rng.uniform(0.7, 0.9, 12), rng.uniform(5, 15, 12)
+    cases = {
+        "base": {c: {"dice_mean": d, "hd95_mean": h} for c, d, h in zip(ids, base_dice, base_hd)},
+        "better": {c: {"dice_mean": d + 0.05 + rng.normal(0, 0.01), "hd95_mean": h - 2 + rng.normal(0, 0.5)} for c, d, h in zip(ids, base_dice, base_hd)},
+        "worse": {c: {"dice_mean": d - 0.05 + rng.normal(0, 0.01), "hd95_mean": h + 2 + rng.normal(0, 0.5)} for c, d, h in zip(ids, base_dice, base_hd)},
+        "few": {ids[0]: {"dice_mean": 0.5, "hd95_mean": 3.0}, "other_case": {"dice_mean": 0.4, "hd95_mean": math.nan}},
+    }
+    table = {(s.trainer, s.metric): s for s in summarise(cases, ["dice_mean", "hd95_mean"], "base", n_permutations=2000)}
+    for metric in ("dice_mean", "hd95_mean"):
+        assert table[("base", metric)].p_permutation is None and table[("base", metric)].n == 12
+        better, worse = table[("better", metric)], table[("worse", metric)]
+        assert better.p_permutation < 0.01 and worse.p_permutation < 0.01  # two-sided: both differ
+        assert better.p_t_test < 0.01 and worse.p_t_test > 0.99  # one-tailed: only "better" is better
+        assert better.n_pairs == 12
+    assert table[("better", "dice_mean")].t_alternative == "greater" and table[("better", "hd95_mean")].t_alternative == "less"
+    assert table[("better", "dice_mean")].mean == pytest.approx(np.mean([v["dice_mean"] for v in cases["better"].values()]))
+    assert table[("better", "dice_mean")].std == pytest.approx(np.std([v["dice_mean"] for v in cases["better"].values()], ddof=1))
+    few = table[("few", "dice_mean")]
+    assert few.p_permutation is None and few.n_pairs == 1 and few.n == 2  # one case in common with the baseline
+    assert table[("few", "hd95_mean")].n == 1  # NaN left out
+    markdown = markdown_table(list(table.values()), ["base", "better", "worse", "few"], "base")
+    assert "| metric | base (baseline) | better | worse | few |" in markdown
+    dice_row = next(line for line in markdown.splitlines() if line.startswith("| dice_mean"))
+    assert dice_row.count("*") == 3  # both tests of "better", the two-sided test of "worse"
+    assert "p_perm=n/a" in dice_row
+
+
+def test_collection_from_a_hand_made_summary(tmp_path):
+    dataset_json = {"labels": {"background": 0, "RV": 1, "MYO": 2, "LV": 3, "ignore": 4}}
+    labels = foreground_label_names(dataset_json)
+    assert labels == {1: "RV", 2: "MYO", 3: "LV"}
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"foreground_mean": {"Dice": 0.8}, "mean": {"1": {"Dice": 0.7}, "2": {"Dice": 0.9}}, "metric_per_case": []}))
+    values = summary_dice(summary, labels)
+    assert values["dice_mean"] == 0.8 and values["dice_RV"] == 0.7 and values["dice_MYO"] == 0.9
+    assert math.isnan(values["dice_LV"])
+    with pytest.raises(ConfigurationError, match="region-based"):
+        foreground_label_names({"labels": {"background": 0, "whole": [1, 2]}})
+
+
+def _hand_made_study(study_dir: Path) -> tuple[StudySpec, dict[str, RunPaths], subprocess.Popen]:
+    """Five runs: done, failed, running (a live process named like nnUNetv2_train), stale marker, never started."""
+    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (0, 1, 2, 3, 4), (0,), 1)
+    save_spec(spec, study_dir)
+    paths = {state: RunPaths.of(study_dir, spec, Run("A", seed, 0)) for seed, state in enumerate(("done", "failed", "running", "stale", "left"))}
+    done = paths["done"]
+    done.validation.mkdir(parents=True)
+    done.checkpoint_final.write_bytes(b"")
+    done.summary.write_text(json.dumps({"foreground_mean": {"Dice": 0.8765}}))
+    failed = paths["failed"]
+    failed.run_dir.mkdir(parents=True)
+    failed.log.write_text("epoch 0\nTraceback (most recent call last):\nValueError: loss became NaN\n")
+    write_json(failed.failed_marker, {"returncode": 1, "error": "ValueError: loss became NaN (exit code 1)"})
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "nnUNetv2_train"])
+    host = socket.gethostname()
+    paths["running"].run_dir.mkdir(parents=True)
+    write_json(paths["running"].running_marker, {"pid": process.pid, "host": host, "started": "now"})
+    gone = subprocess.Popen([sys.executable, "-c", "pass", "nnUNetv2_train"])
+    gone.wait()
+    paths["stale"].output_folder.mkdir(parents=True)
+    paths["stale"].checkpoint_latest.write_bytes(b"")
+    write_json(paths["stale"].running_marker, {"pid": gone.pid, "host": host, "started": "before"})
+    return spec, paths, process
+
+
+def test_status_table_of_done_failed_running_interrupted_and_left_runs(tmp_path):
+    spec, _, process = _hand_made_study(tmp_path)
+    try:
+        report = status_report(tmp_path)
+        code, output, _ = invoke("status", str(tmp_path))
+    finally:
+        process.kill()
+        process.wait()
+    assert code == 0 and output.strip() == report
+    lines = {line.split()[1]: line for line in report.splitlines() if line.startswith("A ")}
+    assert "done" in lines["0"] and "Dice 0.8765" in lines["0"]
+    assert "failed" in lines["1"] and "ValueError: loss became NaN" in lines["1"]
+    assert "running" in lines["2"] and f"pid {process.pid}" in lines["2"]
+    assert "interrupted" in lines["3"] and "resumes from its checkpoint" in lines["3"]
+    assert lines["4"].split()[3] == "left"
+    assert "5 runs: 1 done, 1 running, 1 failed, 1 interrupted, 1 left" in report
+    assert "--- A seed 1 fold 0: last lines of" in report and "    ValueError: loss became NaN" in report
+
+
+class RecordingExecutor:
+    """Records what the runner launches, runs nothing."""
+
+    def __init__(self) -> None:
+        self.launches: list[RunLaunch] = []
+
+    def run(self, launches, progress):
+        self.launches = list(launches)
+        return []
+
+
+@pytest.mark.parametrize("retry_failed", [False, True])
+def test_restart_rules(tmp_path, retry_failed):
+    spec, paths, process = _hand_made_study(tmp_path)
+    executor = RecordingExecutor()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            run_study(spec, tmp_path, executor, device="cpu", retry_failed=retry_failed)
+    finally:
+        process.kill()
+        process.wait()
+    launched = {launch.run.seed: launch for launch in executor.launches}
+    assert sorted(launched) == ([1, 3, 4] if retry_failed else [3, 4])  # never done (0) or running (2)
+    launch = launched[3]
+    assert launch.command[:4] == ("nnUNetv2_train", "Dataset999_Test", "2d", "0") and launch.command[-2:] == ("-device", "cpu")
+    assert launch.variables == {
+        "nnUNet_results": str(paths["stale"].run_dir),
+        "NNUNET_LOSSES_EPOCHS": "1",
+        "NNUNET_LOSSES_SEED": "3",
+    }
+    assert paths["stale"].resumable and not paths["left"].resumable  # --c is added at start for the first only
+
+
+def test_a_second_study_process_on_the_same_folder_is_refused(tmp_path):
+    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (0,), (0,), 1)
+    with study_lock(tmp_path), pytest.raises(StudyBusyError, match=f"another study process \\(pid {os.getpid()}\\)"):
+        run_study(spec, tmp_path, RecordingExecutor(), device="cpu")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        run_study(spec, tmp_path, RecordingExecutor(), device="cpu")  # released again
+
+
+def test_run_environment_and_core_split(monkeypatch):
+    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (7,), (0,), epochs=5)
+    launch = RunLaunch.of(spec, RunPaths.of(Path("/study"), spec, Run("A", 7, 0)), Run("A", 7, 0), "cuda", gpus=2)
+    assert launch.command[-4:] == ("-device", "cuda", "-num_gpus", "2")
+    monkeypatch.setenv("NNUNET_LOSSES_ITERATIONS", "99")  # inherited: must not leak into the run
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    monkeypatch.setenv("nnUNet_def_n_proc", "3")  # set by the user: kept
+    env = launch.environment(cores=4)
+    assert "NNUNET_LOSSES_ITERATIONS" not in env and env["NNUNET_LOSSES_EPOCHS"] == "5" and env["NNUNET_LOSSES_SEED"] == "7"
+    assert env["nnUNet_n_proc_DA"] == "3" and env["nnUNet_def_n_proc"] == "3"
+    assert split_cores([0, 1, 2, 3, 4], 2) == [[0, 1, 2], [3, 4]]
+    assert split_cores([5, 3], 2) == [[3], [5]]
+    with pytest.raises(ConfigurationError, match="--parallel 3 needs at least 3 CPU cores"):
+        split_cores([0, 1], 3)
+
+
+def test_study_json_round_trip_and_differences(tmp_path):
+    spec = StudySpec("compare", "Dataset999_Test", "2d", "plans", ("A", "B"), (0,), (0, 1), None, 10, None)
+    save_spec(spec, tmp_path)
+    assert load_spec(tmp_path) == spec
+    assert spec.differences(StudySpec("compare", "Dataset999_Test", "2d", "plans", ("B", "A"), (0,), (0, 1), None, 10, None)) == {}
+    assert set(spec.differences(StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A", "B"), (0, 1), (0, 1), 3, 10, None))) == {"kind", "seeds", "epochs"}
+    with pytest.raises(ValueError, match="duplicates"):
+        StudySpec("cdf", "D", "2d", "p", ("A", "A"), (0,), (0,))
