@@ -1,10 +1,18 @@
-"""The package's trainers through nnU-Net's real commands (nnUNetv2_train / nnUNetv2_predict) on CPU."""
+"""The package's trainers through nnU-Net's real commands (nnUNetv2_train / nnUNetv2_predict) on CPU.
+
+All nnU-Net runs of this module are launched once, three at a time, by the ``jobs``
+fixture (each with its own nnUNet_results folder); the tests then check what each
+job produced. A failed job fails only the tests that look at it.
+"""
 from __future__ import annotations
 
 import json
 import math
 import shutil
+import sys
+import sysconfig
 import textwrap
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +23,7 @@ import torch
 
 from nnunet_losses.nnunet.configuration import load_configuration
 from nnunet_losses.nnunet.map_store import MapStore
-from nnunet_losses.nnunet.preflight import package_trainer_names
+from nnunet_losses.nnunet.preflight import find_trainer_class, package_trainer_names
 from nnunet_losses.nnunet.setup_maps import write_configuration_maps
 from nnunet_losses.synthetic import write_raw_dataset
 
@@ -24,121 +32,81 @@ from conftest import SMALL_PLANS, run_command
 pytestmark = pytest.mark.nnunet
 REPO = Path(__file__).resolve().parents[1]
 THREE_D_TRAINERS = {"nnUNetTrainerCentroid"}
+IGNORE_ID = 203
 
 
-def output_folder(results: Path, dataset: str, trainer: str, configuration: str, fold: int = 0) -> Path:
-    return results / dataset / f"{trainer}__{SMALL_PLANS}__{configuration}" / f"fold_{fold}"
+class Job:
+    """One chain of nnU-Net commands with its own results folder."""
+
+    def __init__(self, cardiac, name: str) -> None:
+        self.cardiac = cardiac
+        self.results = cardiac.workspace.root / "trainer_jobs" / name
+        self.outputs: list[str] = []
+
+    def env(self, epochs: int = 1, **extra: str) -> dict[str, str]:
+        return self.cardiac.workspace.training_environment(epochs=epochs, nnUNet_results=str(self.results), **extra)
+
+    def train(self, trainer: str, configuration: str = "2d", *extra: str, env: dict | None = None, check: bool = True):
+        args = ["nnUNetv2_train", str(self.cardiac.dataset_id), configuration, "0", "-p", SMALL_PLANS, "-tr", trainer, "-device", "cpu", *extra]
+        result = run_command(args, env or self.env(), timeout=900, check=check)
+        self.outputs.append(result.stdout + result.stderr)
+        return result
+
+    def folder(self, trainer: str, configuration: str = "2d", dataset: str | None = None, plans: str = SMALL_PLANS) -> Path:
+        return self.results / (dataset or self.cardiac.name) / f"{trainer}__{plans}__{configuration}" / "fold_0"
 
 
-def train(cardiac, trainer: str, configuration: str = "2d", *extra: str, env: dict | None = None, check: bool = True):
-    env = env or cardiac.workspace.training_environment()
-    args = ["nnUNetv2_train", str(cardiac.dataset_id), configuration, "0", "-p", SMALL_PLANS, "-tr", trainer, "-device", "cpu", *extra]
-    return run_command(args, env, timeout=900, check=check)
+def checkpoint(folder: Path) -> dict:
+    return torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
 
 
-def checkpoint(folder: Path, name: str = "checkpoint_final.pth") -> dict:
-    return torch.load(folder / name, map_location="cpu", weights_only=False)
+# --- the jobs ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained_all(cardiac):
-    """Every package trainer, trained through nnUNetv2_train (1 epoch, 2 iterations), two at a time."""
-    names = package_trainer_names()
-
-    def run(name: str) -> tuple[str, str]:
-        configuration = "3d_fullres" if name in THREE_D_TRAINERS else "2d"
-        return name, configuration, train(cardiac, name, configuration)
-
-    with ThreadPoolExecutor(2) as pool:
-        return {name: (configuration, result) for name, configuration, result in pool.map(run, names)}
+def train_package_trainer(job: Job, trainer: str) -> None:
+    job.train(trainer, "3d_fullres" if trainer in THREE_D_TRAINERS else "2d", env=job.env(NNUNET_LOSSES_SEED="5"))
+    if trainer == "nnUNetTrainerRRW":
+        predict(job, trainer)
+    if trainer == "nnUNetTrainerRWBoundary":
+        (job.folder(trainer) / "validation" / "summary.json").unlink()
+        job.train(trainer, "2d", "--val")
 
 
-def test_every_trainer_trains_to_checkpoint_final(cardiac, trained_all):
-    assert len(trained_all) >= 30
-    for name, (configuration, _) in trained_all.items():
-        folder = output_folder(cardiac.workspace.results, cardiac.name, name, configuration)
-        assert (folder / "checkpoint_final.pth").is_file(), name
-        assert (folder / "validation" / "summary.json").is_file(), name
-        logging = checkpoint(folder)["logging"]
-        terms = logging["loss_terms"][0]
-        assert terms and all(math.isfinite(v) for v in terms.values()), (name, terms)
-        assert set(logging["loss_weights"][0]) == set(terms), name
-        assert (folder / "loss_terms.png").is_file(), name
-        record = json.loads((folder / "nnunet_losses_run.json").read_text())["runs"][-1]
-        assert record["trainer"] == name and record["num_epochs"] == 1
-
-
-def test_training_log_shows_terms_and_weights(cardiac, trained_all):
-    folder = output_folder(cardiac.workspace.results, cardiac.name, "nnUNetTrainerRRWDiceGradual", "2d")
-    log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
-    assert "loss weights: dice=1, rw=0" in log  # gradual: alpha = 1 at epoch 0
-    assert "loss terms (train mean): dice=" in log
-    record = json.loads((folder / "nnunet_losses_run.json").read_text())["runs"][-1]
-    assert record["schedule"]["name"] == "gradual" and record["maps"] == ["rrw"] and record["map_mode"] == "precomputed"
-    adam = json.loads((output_folder(cardiac.workspace.results, cardiac.name, "nnUNetTrainerRRWAdam", "2d") / "nnunet_losses_run.json").read_text())
-    assert adam["runs"][-1]["optimizer"] == "adam" and adam["runs"][-1]["initial_lr"] == pytest.approx(1e-4)
-
-
-def test_predict_with_a_package_trainer(cardiac, trained_all, tmp_path):
-    images = cardiac.workspace.raw / cardiac.name / "imagesTr"
-    inputs = tmp_path / "in"
+def predict(job: Job, trainer: str) -> None:
+    inputs = job.results / "predict_in"
     inputs.mkdir()
-    for image in sorted(images.glob("*.nii.gz"))[:2]:
+    for image in sorted((job.cardiac.workspace.raw / job.cardiac.name / "imagesTr").glob("*.nii.gz"))[:2]:
         shutil.copy(image, inputs / image.name)
-    for trainer in ("nnUNetTrainerRRW", "nnUNetTrainerTemporal"):
-        out = tmp_path / trainer
-        run_command(
-            ["nnUNetv2_predict", "-i", str(inputs), "-o", str(out), "-d", str(cardiac.dataset_id), "-c", "2d", "-f", "0",
-             "-tr", trainer, "-p", SMALL_PLANS, "-device", "cpu", "-npp", "1", "-nps", "1"],
-            cardiac.workspace.environment(),
-        )
-        predictions = sorted(out.glob("*.nii.gz"))
-        assert len(predictions) == 2
-        segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[0])))
-        assert segmentation.shape == (8, 64, 64) and set(np.unique(segmentation)) <= {0, 1, 2, 3}
+    run_command(
+        ["nnUNetv2_predict", "-i", str(inputs), "-o", str(job.results / "predict_out"), "-d", str(job.cardiac.dataset_id), "-c", "2d",
+         "-f", "0", "-tr", trainer, "-p", SMALL_PLANS, "-device", "cpu", "-npp", "1", "-nps", "1"],
+        job.env(),
+    )
 
 
-def test_validation_only(cardiac, trained_all):
-    folder = output_folder(cardiac.workspace.results, cardiac.name, "nnUNetTrainerRWBoundary", "2d")
-    (folder / "validation" / "summary.json").unlink()
-    train(cardiac, "nnUNetTrainerRWBoundary", "2d", "--val")
-    assert (folder / "validation" / "summary.json").is_file()
+def repeat_seeds(job: Job) -> None:
+    for seed in ("5", "6"):
+        job.train("nnUNetTrainerRRWwCE", env=job.env(NNUNET_LOSSES_SEED=seed))
+        shutil.copytree(job.folder("nnUNetTrainerRRWwCE"), job.results / f"seed_{seed}")
 
 
-def test_continue_training_resumes_the_schedule(cardiac):
-    """--c restores the adaptive schedule: SoftAdapt's epoch-2 weights come from epochs 0 and 1."""
-    trainer = "nnUNetTrainerDiceCESoftAdapt"
-    train(cardiac, trainer, env=cardiac.workspace.training_environment(epochs=2))
-    train(cardiac, trainer, "2d", "--c", env=cardiac.workspace.training_environment(epochs=3))
-    logging = checkpoint(output_folder(cardiac.workspace.results, cardiac.name, trainer, "2d"))["logging"]
-    terms, weights = logging["loss_terms"], logging["loss_weights"]
-    assert len(terms) == len(weights) == 3
-    assert weights[0] == weights[1] == {"dice": 1.0, "ce": 1.0}  # equal until two epochs are complete
-    slopes = np.array([terms[1]["dice"] - terms[0]["dice"], terms[1]["ce"] - terms[0]["ce"]])
-    expected = 2 * np.exp(0.1 * slopes) / np.exp(0.1 * slopes).sum()
-    assert [weights[2]["dice"], weights[2]["ce"]] == pytest.approx(expected.tolist(), rel=1e-6)
-    assert weights[2] != {"dice": 1.0, "ce": 1.0}
+def continue_training(job: Job) -> None:
+    job.train("nnUNetTrainerDiceCESoftAdapt", env=job.env(epochs=2))
+    job.train("nnUNetTrainerDiceCESoftAdapt", "2d", "--c", env=job.env(epochs=3))
 
 
-def test_refuses_to_start_without_maps(cardiac):
-    config = load_configuration(cardiac.dataset_id, "3d_fullres", SMALL_PLANS)
-    store = MapStore(config)
-    case = config.case_identifiers()[0]
-    store.path(case, "rrw").unlink()
+def without_maps(job: Job) -> None:
+    config = load_configuration(job.cardiac.dataset_id, "3d_fullres", SMALL_PLANS)
+    MapStore(config).path(config.case_identifiers()[0], "rrw").unlink()
     try:
-        result = train(cardiac, "nnUNetTrainerRRW", "3d_fullres", check=False)
+        job.train("nnUNetTrainerRRW", "3d_fullres", check=False)
     finally:
         write_configuration_maps(config, progress=False)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "nnUNetTrainerRRW needs the maps ['rrw']" in output
-    assert f"Run: python setup_maps.py -d {cardiac.name} -c 3d_fullres -p {SMALL_PLANS}" in output
-    assert "Epoch 0" not in output
 
 
-def test_trainers_with_deep_supervision_off_and_on_the_fly_3d(cardiac, tmp_path):
-    extra = tmp_path / "extra_trainers"
-    extra.mkdir()
+def no_deep_supervision_and_3d_on_the_fly(job: Job) -> None:
+    extra = job.results / "extra_trainers"
+    extra.mkdir(parents=True)
     (extra / "no_ds_trainers.py").write_text(textwrap.dedent('''
         from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
         from nnunet_losses.losses import RegionWiseLoss, SoftDiceLoss
@@ -150,47 +118,14 @@ def test_trainers_with_deep_supervision_off_and_on_the_fly_3d(cardiac, tmp_path)
             def loss_terms(self):
                 return {"dice": SoftDiceLoss(), "rrw": RegionWiseLoss("rrw"), "rwb": RegionWiseLoss("rw_boundary")}
     '''))
-    env = cardiac.workspace.training_environment()
-    env["nnUNet_extTrainer"] = env["nnUNet_extTrainer"] + ":" + str(extra)
-    train(cardiac, "nnUNetTrainerRRWBoundaryNoDS", "2d", env=env)
-    folder = output_folder(cardiac.workspace.results, cardiac.name, "nnUNetTrainerRRWBoundaryNoDS", "2d")
-    assert set(checkpoint(folder)["logging"]["loss_terms"][0]) == {"dice", "rrw", "rwb"}
-    train(cardiac, "nnUNetTrainerRRWOnTheFly", "3d_fullres")
-    assert (output_folder(cardiac.workspace.results, cardiac.name, "nnUNetTrainerRRWOnTheFly", "3d_fullres") / "checkpoint_final.pth").is_file()
+    env = job.env()
+    env["nnUNet_extTrainer"] += ":" + str(extra)
+    job.train("nnUNetTrainerRRWBoundaryNoDS", env=env)
+    job.train("nnUNetTrainerRRWOnTheFly", "3d_fullres")
 
 
-def test_seed_makes_runs_repeatable(cardiac):
-    trainer = "nnUNetTrainerRRWwCE"
-    folder = output_folder(cardiac.workspace.results, cardiac.name, trainer, "2d")
-    weights = []
-    for seed in ("5", "5", "6"):
-        train(cardiac, trainer, env=cardiac.workspace.training_environment(NNUNET_LOSSES_SEED=seed))
-        weights.append(checkpoint(folder)["network_weights"])
-        assert json.loads((folder / "nnunet_losses_run.json").read_text())["runs"][-1]["seed"] == int(seed)
-    same = all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    different = any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
-    assert same and different
-
-
-def test_region_based_setup_fails_at_start(cardiac):
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-
-    from nnunet_losses.nnunet.preflight import find_trainer_class
-
-    plans = load_json(str(cardiac.folder / f"{SMALL_PLANS}.json"))
-    plans["continue_training"] = False
-    dataset_json = load_json(str(cardiac.folder / "dataset.json"))
-    dataset_json["labels"] = {"background": 0, "heart": [1, 2, 3], "left": [2, 3], "cavity": 3}
-    dataset_json["regions_class_order"] = [1, 2, 3]
-    trainer = find_trainer_class("nnUNetTrainerRRW")(plans, "2d", 0, dataset_json, torch.device("cpu"))
-    with pytest.raises(RuntimeError, match="does not support region-based training"):
-        trainer.initialize()
-
-
-IGNORE_ID = 203
-
-
-def test_ignore_label_dataset_trains(workspace):
+def ignore_label_dataset(job: Job) -> None:
+    workspace = job.cardiac.workspace
     folder = write_raw_dataset("cardiac", workspace.raw, IGNORE_ID, 5, seed=11, shape=(6, 48, 48))
     for label_file in (folder / "labelsTr").glob("*.nii.gz"):  # the annotator skipped the first two slices
         image = sitk.ReadImage(str(label_file))
@@ -207,37 +142,192 @@ def test_ignore_label_dataset_trains(workspace):
     assert config.ignore_label == 4 and config.num_classes == 4
     write_configuration_maps(config, progress=False)
     for trainer in ("nnUNetTrainerRRWDiceEqual", "nnUNetTrainerRRWOnTheFly"):
-        run_command(["nnUNetv2_train", str(IGNORE_ID), "2d", "0", "-tr", trainer, "-device", "cpu"], workspace.training_environment())
-        result = workspace.results / folder.name / f"{trainer}__nnUNetPlans__2d" / "fold_0"
-        terms = checkpoint(result)["logging"]["loss_terms"][0]
-        assert all(math.isfinite(v) for v in terms.values())
+        run_command(["nnUNetv2_train", str(IGNORE_ID), "2d", "0", "-tr", trainer, "-device", "cpu"], job.env())
 
 
-def test_wheel_install_provides_the_trainers(cardiac, tmp_path, python):
-    """A wheel installed into a fresh environment ships the trainers folder and trains from it.
+def wheel_install(job: Job) -> None:
+    """Build a wheel, install it into a fresh environment and train from its trainers folder.
 
     The fresh environment reaches the dependencies through a .pth line, which does not
     activate the editable install of the repository, so only the wheel's copy is importable.
     """
-    import sysconfig
-
-    wheels = tmp_path / "wheels"
-    env = cardiac.workspace.environment()
-    run_command([python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], env)
-    venv = tmp_path / "venv"
-    run_command([python, "-m", "venv", "--without-pip", str(venv)], env)
-    fresh_python = str(venv / "bin" / "python")
-    fresh_site = Path(run_command([fresh_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env, cwd=tmp_path).stdout.strip())
-    (fresh_site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    run_command([python, "-m", "pip", "install", "--no-deps", "--target", str(fresh_site), str(next(wheels.glob("*.whl")))], env)
-    path = Path(run_command([fresh_python, "-c", "from nnunet_losses.cli import trainers_path; print(trainers_path())"], env, cwd=tmp_path).stdout.strip())
-    assert path.is_relative_to(fresh_site) and (path / "losses_region_wise.py").is_file()
-    training = cardiac.workspace.training_environment(nnUNet_extTrainer=str(path))
+    python = sys.executable
+    env = job.env()
+    root = job.results / "wheel"
+    root.mkdir(parents=True)
+    run_command([python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(REPO)], env)
+    run_command([python, "-m", "venv", "--without-pip", str(root / "venv")], env)
+    fresh = str(root / "venv" / "bin" / "python")
+    site = Path(run_command([fresh, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env, cwd=root).stdout.strip())
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    run_command([python, "-m", "pip", "install", "--no-deps", "--target", str(site), str(next((root / "dist").glob("*.whl")))], env)
+    path = run_command([fresh, "-c", "from nnunet_losses.cli import trainers_path; print(trainers_path())"], env, cwd=root).stdout.strip()
+    (root / "trainers_path.txt").write_text(path)
     result = run_command(
-        [fresh_python, "-m", "nnunetv2.run.run_training", str(cardiac.dataset_id), "2d", "0", "-p", SMALL_PLANS, "-tr", "nnUNetTrainerGDL", "-device", "cpu"],
-        training,
+        [fresh, "-m", "nnunetv2.run.run_training", str(job.cardiac.dataset_id), "2d", "0", "-p", SMALL_PLANS, "-tr", "nnUNetTrainerGDL", "-device", "cpu"],
+        job.env(nnUNet_extTrainer=path),
         timeout=900,
-        cwd=tmp_path,
+        cwd=root,
     )
-    assert f"Using trainer 'nnUNetTrainerGDL' from: {path}" in result.stdout
-    assert (output_folder(cardiac.workspace.results, cardiac.name, "nnUNetTrainerGDL", "2d") / "checkpoint_final.pth").is_file()
+    job.outputs.append(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def jobs(cardiac) -> dict[str, Job | BaseException]:
+    """Run every job three at a time; each entry is the finished Job or the exception it raised."""
+    work: dict[str, Callable[[Job], None]] = {
+        name: (lambda job, name=name: train_package_trainer(job, name)) for name in package_trainer_names()
+    }
+    work.update(
+        seeds=repeat_seeds,
+        resume=continue_training,
+        missing_maps=without_maps,
+        no_ds=no_deep_supervision_and_3d_on_the_fly,
+        ignore=ignore_label_dataset,
+        wheel=wheel_install,
+    )
+
+    def run(item: tuple[str, Callable[[Job], None]]) -> tuple[str, Job | BaseException]:
+        name, function = item
+        job = Job(cardiac, name)
+        try:
+            function(job)
+        except BaseException as error:  # reported by the tests that use this job
+            return name, error
+        return name, job
+
+    # long chains first, so the pool drains evenly
+    order = sorted(work.items(), key=lambda item: item[0] in package_trainer_names())
+    with ThreadPoolExecutor(3) as pool:
+        return dict(pool.map(run, order))
+
+
+def finished(jobs: dict, name: str) -> Job:
+    job = jobs[name]
+    if isinstance(job, BaseException):
+        raise job
+    return job
+
+
+# --- the tests ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trainer", package_trainer_names())
+def test_trainer_trains_to_checkpoint_final(jobs, trainer):
+    job = finished(jobs, trainer)
+    folder = job.folder(trainer, "3d_fullres" if trainer in THREE_D_TRAINERS else "2d")
+    assert (folder / "checkpoint_final.pth").is_file()
+    assert (folder / "validation" / "summary.json").is_file()
+    logging = checkpoint(folder)["logging"]
+    terms = logging["loss_terms"][0]
+    assert terms and all(math.isfinite(v) for v in terms.values()), terms
+    assert set(logging["loss_weights"][0]) == set(terms)
+    assert (folder / "loss_terms.png").is_file()
+    record = json.loads((folder / "nnunet_losses_run.json").read_text())["runs"][-1]
+    assert record["trainer"] == trainer and record["num_epochs"] == 1 and record["seed"] == 5
+
+
+def test_package_has_every_trainer_of_the_issue():
+    names = set(package_trainer_names())
+    for expected in (
+        "nnUNetTrainerRRW", "nnUNetTrainerRWBoundary", "nnUNetTrainerRRWAdam", "nnUNetTrainerRWBoundaryAdam",
+        "nnUNetTrainerRRWDiceEqual", "nnUNetTrainerRRWDiceGradual", "nnUNetTrainerRRWCEEqual", "nnUNetTrainerRRWCEGradual",
+        "nnUNetTrainerRWBoundaryDiceEqual", "nnUNetTrainerRWBoundaryDiceGradual", "nnUNetTrainerRWBoundaryCEEqual",
+        "nnUNetTrainerRWBoundaryCEGradual", "nnUNetTrainerBoundaryDiceFixed", "nnUNetTrainerBoundaryDiceRamp",
+        "nnUNetTrainerBoundaryDiceRebalance", "nnUNetTrainerBoundaryDiceSteal", "nnUNetTrainerTemporal", "nnUNetTrainerGDL",
+        "nnUNetTrainerCDL", "nnUNetTrainerCentroid", "nnUNetTrainerOneSidedHD", "nnUNetTrainerRRWwCE", "nnUNetTrainerFocal",
+        "nnUNetTrainerTversky", "nnUNetTrainerFocalTversky", "nnUNetTrainerDiceCESoftAdapt", "nnUNetTrainerDiceCECoV",
+    ):
+        assert expected in names
+
+
+def test_training_log_shows_terms_and_weights(jobs):
+    job = finished(jobs, "nnUNetTrainerRRWDiceGradual")
+    folder = job.folder("nnUNetTrainerRRWDiceGradual")
+    log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+    assert "loss weights: dice=1, rw=0" in log  # gradual: alpha = 1 at epoch 0
+    assert "loss terms (train mean): dice=" in log
+    record = json.loads((folder / "nnunet_losses_run.json").read_text())["runs"][-1]
+    assert record["schedule"]["name"] == "gradual" and record["maps"] == ["rrw"] and record["map_mode"] == "precomputed"
+    adam_job = finished(jobs, "nnUNetTrainerRRWAdam")
+    adam = json.loads((adam_job.folder("nnUNetTrainerRRWAdam") / "nnunet_losses_run.json").read_text())["runs"][-1]
+    assert adam["optimizer"] == "adam" and adam["initial_lr"] == pytest.approx(1e-4)
+
+
+def test_predict_with_a_package_trainer(jobs):
+    job = finished(jobs, "nnUNetTrainerRRW")
+    predictions = sorted((job.results / "predict_out").glob("*.nii.gz"))
+    assert len(predictions) == 2
+    segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[0])))
+    assert segmentation.shape == (8, 64, 64) and set(np.unique(segmentation)) <= {0, 1, 2, 3}
+
+
+def test_validation_only(jobs):
+    job = finished(jobs, "nnUNetTrainerRWBoundary")
+    assert (job.folder("nnUNetTrainerRWBoundary") / "validation" / "summary.json").is_file()
+    assert "Mean Validation Dice" in job.outputs[-1]
+
+
+def test_continue_training_resumes_the_schedule(jobs):
+    """--c restores the adaptive schedule: SoftAdapt's epoch-2 weights come from epochs 0 and 1."""
+    job = finished(jobs, "resume")
+    logging = checkpoint(job.folder("nnUNetTrainerDiceCESoftAdapt"))["logging"]
+    terms, weights = logging["loss_terms"], logging["loss_weights"]
+    assert len(terms) == len(weights) == 3
+    assert weights[0] == weights[1] == {"dice": 1.0, "ce": 1.0}  # equal until two epochs are complete
+    slopes = np.array([terms[1]["dice"] - terms[0]["dice"], terms[1]["ce"] - terms[0]["ce"]])
+    expected = 2 * np.exp(0.1 * slopes) / np.exp(0.1 * slopes).sum()
+    assert [weights[2]["dice"], weights[2]["ce"]] == pytest.approx(expected.tolist(), rel=1e-6)
+    assert weights[2] != {"dice": 1.0, "ce": 1.0}
+    assert "loss schedule restored at the end of epoch 1" in job.outputs[-1]
+
+
+def test_refuses_to_start_without_maps(jobs, cardiac):
+    output = finished(jobs, "missing_maps").outputs[-1]
+    assert "nnUNetTrainerRRW needs the maps ['rrw']" in output
+    assert f"Run: python setup_maps.py -d {cardiac.name} -c 3d_fullres -p {SMALL_PLANS}" in output
+    assert "Epoch 0" not in output
+
+
+def test_deep_supervision_off_and_on_the_fly_3d(jobs):
+    job = finished(jobs, "no_ds")
+    assert set(checkpoint(job.folder("nnUNetTrainerRRWBoundaryNoDS"))["logging"]["loss_terms"][0]) == {"dice", "rrw", "rwb"}
+    assert (job.folder("nnUNetTrainerRRWOnTheFly", "3d_fullres") / "checkpoint_final.pth").is_file()
+
+
+def test_seed_makes_runs_repeatable(jobs):
+    job = finished(jobs, "seeds")
+    first = checkpoint(finished(jobs, "nnUNetTrainerRRWwCE").folder("nnUNetTrainerRRWwCE"))["network_weights"]
+    again = checkpoint(job.results / "seed_5")["network_weights"]
+    other = checkpoint(job.results / "seed_6")["network_weights"]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_ignore_label_dataset_trains(jobs):
+    job = finished(jobs, "ignore")
+    name = next(p.name for p in job.results.iterdir() if p.name.startswith(f"Dataset{IGNORE_ID}"))
+    for trainer in ("nnUNetTrainerRRWDiceEqual", "nnUNetTrainerRRWOnTheFly"):
+        terms = checkpoint(job.folder(trainer, dataset=name, plans="nnUNetPlans"))["logging"]["loss_terms"][0]
+        assert all(math.isfinite(v) for v in terms.values())
+
+
+def test_wheel_install_provides_the_trainers(jobs):
+    job = finished(jobs, "wheel")
+    path = Path((job.results / "wheel" / "trainers_path.txt").read_text())
+    assert path.is_relative_to(job.results / "wheel" / "venv") and (path / "losses_region_wise.py").is_file()
+    assert f"Using trainer 'nnUNetTrainerGDL' from: {path}" in job.outputs[-1]
+    assert (job.folder("nnUNetTrainerGDL") / "checkpoint_final.pth").is_file()
+
+
+def test_region_based_setup_fails_at_start(cardiac):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    plans = load_json(str(cardiac.folder / f"{SMALL_PLANS}.json"))
+    plans["continue_training"] = False
+    dataset_json = load_json(str(cardiac.folder / "dataset.json"))
+    dataset_json["labels"] = {"background": 0, "heart": [1, 2, 3], "left": [2, 3], "cavity": 3}
+    dataset_json["regions_class_order"] = [1, 2, 3]
+    trainer = find_trainer_class("nnUNetTrainerRRW")(plans, "2d", 0, dataset_json, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="does not support region-based training"):
+        trainer.initialize()
