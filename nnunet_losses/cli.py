@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "setup-maps": ("nnunet_losses.nnunet.setup_maps", "write the maps of preprocessed cases (same as python setup_maps.py)"),
     "small-plans": ("nnunet_losses.nnunet.small_plans", "write a small plans variant for CPU runs (nnUNetSmallPlans)"),
     "study": ("nnunet_losses.study.cli", "seed studies (convergence CDF), cross-validation comparisons, their status"),
+    "demo": ("nnunet_losses.demo", "synthetic data -> nnU-Net -> RW-Boundary vs RRW trainings, CDF plot, pictures (CPU, < 10 min)"),
 }
 
 
