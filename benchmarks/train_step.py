@@ -57,7 +57,7 @@ def build_trainer(name: str, device: str):
     trainer = find_trainer_class(name)(plans, "2d", 0, load_json(str(folder / "dataset.json")), torch.device(device))
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.on_train_start()
-    trainer.on_train_epoch_start()
+        trainer.on_train_epoch_start()
     return trainer
 
 

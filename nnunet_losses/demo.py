@@ -154,7 +154,7 @@ def draw_overlays(path: Path, validation_folders: dict[str, Path], gt_folder: Pa
     return path
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses demo") -> int:
+def build_parser(prog: str = "nnunet-losses demo") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("nnunet_losses_demo"), help="working folder (default ./nnunet_losses_demo)")
     parser.add_argument("--cases", type=int, default=12)
@@ -163,7 +163,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses demo") ->
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--parallel", type=int, default=2, help="trainings at a time on the CPU (default 2)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses demo") -> int:
+    args = build_parser(prog).parse_args(argv)
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

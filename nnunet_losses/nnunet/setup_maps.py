@@ -135,7 +135,8 @@ def write_configuration_maps(
             results.append(process_case(store, *job))
             bar.update()
     else:
-        context = multiprocessing.get_context("spawn")
+        # fork reuses the imports of this process; spawn (slower to start) where fork is unavailable
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         initargs = (config.dataset_name, config.configuration, config.plans_name)
         with context.Pool(processes, initializer=_init_worker, initargs=initargs) as pool:
             for result in pool.imap_unordered(_process_in_worker, jobs):

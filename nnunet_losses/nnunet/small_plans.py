@@ -70,7 +70,7 @@ def make_small_plans(
     return target
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses small-plans") -> int:
+def build_parser(prog: str = "nnunet-losses small-plans") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("-d", "--dataset", required=True)
     parser.add_argument("-c", "--configurations", nargs="+", default=["2d"])
@@ -79,7 +79,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses small-pla
     parser.add_argument("--patch-size", nargs="+", type=int, default=None)
     parser.add_argument("-p", "--source-plans", default="nnUNetPlans")
     parser.add_argument("--name", default=SMALL_PLANS, help=f"name of the new plans (default {SMALL_PLANS})")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses small-plans") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         path = make_small_plans(args.dataset, args.configurations, args.features, args.batch_size, args.patch_size, args.source_plans, args.name)
     except ConfigurationError as error:

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run every benchmark of the package, one after the other, and keep their output.
+#   bash benchmarks/run_all.sh            # writes benchmarks/results_<host>.txt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="benchmarks/results_$(hostname).txt"
+{
+  echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m), $(nproc) cores, $(python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
+  for bench in maps setup_maps train_step; do
+    echo; echo "## benchmarks/$bench.py"
+    python "benchmarks/$bench.py"
+  done
+} 2>&1 | tee "$out"
+echo "written: $out"
