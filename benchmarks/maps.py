@@ -26,34 +26,13 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
-
 from nnunet_losses.maps import rrw_compact, rrw_map, signed_distance_map
+from nnunet_losses.maps.reference import scipy_rrw_map, scipy_signed_distance_map
 from nnunet_losses.synthetic import cardiac_case
 
 SHAPE = (20, 256, 256)
 SPACING = (5.0, 1.5, 1.5)
 NUM_CLASSES = 4
-
-
-def scipy_rrw(labels: np.ndarray) -> np.ndarray:
-    out = np.ones((NUM_CLASSES,) + labels.shape, dtype=np.float32)
-    for k in range(NUM_CLASSES):
-        inside = labels == k
-        if inside.any():
-            d = distance_transform_edt(inside, sampling=SPACING)
-            out[k][inside] = -d[inside] / d[inside].max()
-    return out
-
-
-def scipy_signed_distance(labels: np.ndarray) -> np.ndarray:
-    out = np.zeros((NUM_CLASSES,) + labels.shape, dtype=np.float32)
-    for k in range(NUM_CLASSES):
-        inside = labels == k
-        if inside.any():
-            outside = ~inside
-            out[k] = distance_transform_edt(outside, sampling=SPACING) * outside - distance_transform_edt(inside, sampling=SPACING) * inside
-    return out
 
 
 def median_times(functions: dict[str, Callable[[], np.ndarray]], repeats: int) -> dict[str, float]:
@@ -75,19 +54,19 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; case {SHAPE}, {NUM_CLASSES} classes, spacing {SPACING} mm")
     print(f"class voxel counts: {np.bincount(labels.ravel(), minlength=NUM_CLASSES).tolist()}")
 
-    np.testing.assert_allclose(rrw_map(labels, NUM_CLASSES, SPACING), scipy_rrw(labels), atol=1e-4)
-    np.testing.assert_allclose(signed_distance_map(labels, NUM_CLASSES, SPACING), scipy_signed_distance(labels), atol=1e-4)
+    np.testing.assert_allclose(rrw_map(labels, NUM_CLASSES, SPACING), scipy_rrw_map(labels, NUM_CLASSES, SPACING), atol=1e-4)
+    np.testing.assert_allclose(signed_distance_map(labels, NUM_CLASSES, SPACING), scipy_signed_distance_map(labels, NUM_CLASSES, SPACING), atol=1e-4)
 
     groups = {
         "RRW": {
-            "reference": lambda: scipy_rrw(labels),
+            "reference": lambda: scipy_rrw_map(labels, NUM_CLASSES, SPACING),
             "ours, 1 thread": lambda: rrw_map(labels, NUM_CLASSES, SPACING, threads=1),
             "ours, 2 threads": lambda: rrw_map(labels, NUM_CLASSES, SPACING, threads=2),
             "stored, 1 thread": lambda: rrw_compact(labels, NUM_CLASSES, SPACING, threads=1),
             "stored, 2 threads": lambda: rrw_compact(labels, NUM_CLASSES, SPACING, threads=2),
         },
         "RW-Boundary": {
-            "reference": lambda: scipy_signed_distance(labels),
+            "reference": lambda: scipy_signed_distance_map(labels, NUM_CLASSES, SPACING),
             "ours, 1 thread": lambda: signed_distance_map(labels, NUM_CLASSES, SPACING, threads=1),
             "ours, 2 threads": lambda: signed_distance_map(labels, NUM_CLASSES, SPACING, threads=2),
         },

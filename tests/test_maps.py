@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.ndimage import gaussian_filter
 
 from nnunet_losses.maps import (
     ac_map,
@@ -22,6 +22,7 @@ from nnunet_losses.maps import (
     simplex_fraction_multiple_negative,
     simplex_grid,
 )
+from nnunet_losses.maps.reference import scipy_rrw_map, scipy_signed_distance_map
 
 
 def blob_labels(shape: tuple[int, ...], num_classes: int, seed: int) -> np.ndarray:
@@ -31,28 +32,6 @@ def blob_labels(shape: tuple[int, ...], num_classes: int, seed: int) -> np.ndarr
     labels = fields.argmax(0)
     assert len(np.unique(labels)) == num_classes
     return labels
-
-
-def scipy_signed_distance(labels: np.ndarray, num_classes: int, spacing, shift: float = 0.0) -> np.ndarray:
-    """Per-class reference in the way of boundary-loss's ``one_hot2dist``."""
-    out = np.zeros((num_classes,) + labels.shape)
-    for k in range(num_classes):
-        pos = labels == k
-        if pos.any() and not pos.all():
-            neg = ~pos
-            out[k] = distance_transform_edt(neg, sampling=spacing) * neg - (distance_transform_edt(pos, sampling=spacing) - shift) * pos
-    return out
-
-
-def scipy_rrw(labels: np.ndarray, num_classes: int, spacing) -> np.ndarray:
-    """Per-class reference of eq. 4: -d/max inside the class, 1 outside."""
-    out = np.ones((num_classes,) + labels.shape)
-    for k in range(num_classes):
-        pos = labels == k
-        if pos.any():
-            d = distance_transform_edt(pos, sampling=spacing)
-            out[k][pos] = -d[pos] / d[pos].max()
-    return out
 
 
 CASES = [
@@ -68,28 +47,28 @@ CASES = [
 def test_signed_distance_matches_scipy(shape, num_classes, spacing, seed):
     labels = blob_labels(shape, num_classes, seed)
     ours = signed_distance_map(labels, num_classes, spacing)
-    np.testing.assert_allclose(ours, scipy_signed_distance(labels, num_classes, spacing), atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(ours, scipy_signed_distance_map(labels, num_classes, spacing), atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape,num_classes,spacing", CASES)
 def test_kervadec_shift_matches_one_hot2dist(shape, num_classes, spacing):
     labels = blob_labels(shape, num_classes, 3)
     ours = signed_distance_map(labels, num_classes, spacing, kervadec_shift=True)
-    np.testing.assert_allclose(ours, scipy_signed_distance(labels, num_classes, spacing, shift=1.0), atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(ours, scipy_signed_distance_map(labels, num_classes, spacing, shift=1.0), atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape,num_classes,spacing", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_rrw_matches_scipy(shape, num_classes, spacing, seed):
     labels = blob_labels(shape, num_classes, seed)
-    np.testing.assert_allclose(rrw_map(labels, num_classes, spacing), scipy_rrw(labels, num_classes, spacing), atol=1e-4)
+    np.testing.assert_allclose(rrw_map(labels, num_classes, spacing), scipy_rrw_map(labels, num_classes, spacing), atol=1e-4)
 
 
 def test_noisy_labels_match_scipy():
     labels = np.random.default_rng(5).integers(0, 4, size=(8, 20, 24))
     spacing = (3.0, 1.0, 0.5)
-    np.testing.assert_allclose(rrw_map(labels, 4, spacing), scipy_rrw(labels, 4, spacing), atol=1e-4)
-    np.testing.assert_allclose(signed_distance_map(labels, 4, spacing), scipy_signed_distance(labels, 4, spacing), atol=1e-4)
+    np.testing.assert_allclose(rrw_map(labels, 4, spacing), scipy_rrw_map(labels, 4, spacing), atol=1e-4)
+    np.testing.assert_allclose(signed_distance_map(labels, 4, spacing), scipy_signed_distance_map(labels, 4, spacing), atol=1e-4)
 
 
 def test_hand_computed_rrw_and_signed_distance():
@@ -155,7 +134,7 @@ def test_compact_rrw_roundtrip_and_range():
 def test_boundary_distance_is_unsigned_distance():
     labels = blob_labels((30, 30), 3, 4)
     d = boundary_distance_map(labels, 3, (1.0, 2.0))
-    ref = np.abs(scipy_signed_distance(labels, 3, (1.0, 2.0)))
+    ref = np.abs(scipy_signed_distance_map(labels, 3, (1.0, 2.0)))
     np.testing.assert_allclose(d, ref, atol=1e-4)
     assert d.min() >= 0
 

@@ -7,7 +7,8 @@ Maps (``rw_maps``): :func:`rrw_map`, :func:`rrw_compact`, :func:`expand_rrw`,
 Checks (``rectification``): :func:`is_rectified`, :func:`rectification_violations`,
 :func:`rw_gradient`, :func:`negative_component_counts`,
 :func:`fraction_multiple_negative`, :func:`simplex_grid`,
-:func:`simplex_fraction_multiple_negative`.
+:func:`simplex_fraction_multiple_negative`. SciPy references (``reference``, not
+imported here): ``scipy_rrw_map``, ``scipy_signed_distance_map``.
 """
 from .distance import distance_to_class, own_class_distance, validate_labels, validate_spacing
 from .kinds import MAP_KINDS, MapKind, compute_map, get_map_kind

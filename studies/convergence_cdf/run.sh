@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The convergence study of studies/convergence_cdf (RW paper §4.3, Fig. 5) on the ACDC-like synthetic set.
+#   bash studies/convergence_cdf/run.sh [WORKDIR]     # nnU-Net folders go to WORKDIR (default /tmp/nnunet_losses_cdf)
+# Re-running resumes: finished runs are skipped. The study folder is this script's folder
+# (runs/ holds the checkpoints and is not committed; cdf_results.csv, cdf.png/pdf and study.json are).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+work="${1:-/tmp/nnunet_losses_cdf}"
+export nnUNet_raw="$work/nnUNet_raw" nnUNet_preprocessed="$work/nnUNet_preprocessed" nnUNet_results="$work/nnUNet_results"
+mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
+python - <<'PY'
+import os
+from nnunet_losses.synthetic import write_raw_dataset
+write_raw_dataset("cardiac", os.environ["nnUNet_raw"], 27, 20, seed=0, shape=(10, 64, 64))
+PY
+[ -d "$nnUNet_preprocessed/Dataset027_SyntheticCardiac/nnUNetPlans_2d" ] || nnUNetv2_plan_and_preprocess -d 27 -c 2d -np 2
+nnunet-losses small-plans -d 27 -c 2d --features 8 16 32 64 --batch-size 8
+python "$here/../../setup_maps.py" -d 27 -c 2d -p nnUNetSmallPlans --quiet
+nnunet-losses study cdf -d 27 -c 2d -p nnUNetSmallPlans \
+  --trainers nnUNetTrainerRWBoundary nnUNetTrainerRRW nnUNetTrainerRWBoundaryAdam nnUNetTrainerRRWAdam \
+  --seeds 10 --epochs 60 --iterations 25 --val-iterations 5 --device cpu --parallel 2 --out "$here"
