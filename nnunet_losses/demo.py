@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,17 +113,23 @@ def evaluate(out: Path, dataset: str, study_dir: Path) -> list[Path]:
             if paths.finished:
                 validation_folders.setdefault(trainer, paths.validation)
                 per_case += validation_case_metrics(paths.validation, gt_folder, ".nii.gz", labels).values()
-        means = {key: float(np.nanmean([case[key] for case in per_case])) for key in (per_case[0] if per_case else {})}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class never predicted has no HD95: NaN, shown as n/a
+            means = {key: float(np.nanmean([case[key] for case in per_case])) for key in (per_case[0] if per_case else {})}
         rows.append((trainer, len(per_case), means))
     names = list(labels.values())
     header = f"{'trainer':<26}{'cases':>6}" + "".join(f"{'Dice ' + n:>10}" for n in names) + "".join(f"{'HD95 ' + n:>10}" for n in names)
     print("\n" + header + "\n" + "-" * len(header))
     for trainer, count, means in rows:
-        dice = "".join(f"{means.get(f'dice_{n}', float('nan')):>10.3f}" for n in names)
-        hd95 = "".join(f"{means.get(f'hd95_{n}', float('nan')):>9.1f}m" for n in names)
+        dice = "".join(_cell(means.get(f"dice_{n}"), "{:>10.3f}") for n in names)
+        hd95 = "".join(_cell(means.get(f"hd95_{n}"), "{:>10.1f}") for n in names)
         print(f"{trainer:<26}{count:>6}{dice}{hd95}")
-    print("(mean over the validation cases of every seed; HD95 in mm)")
+    print("(mean over the validation cases of every seed; HD95 in mm, n/a where a class was never predicted)")
     return [draw_overlays(out / "overlays.png", validation_folders, gt_folder, out / "nnUNet_raw" / dataset / "imagesTr", read_labels)]
+
+
+def _cell(value: float | None, template: str) -> str:
+    return f"{'n/a':>10}" if value is None or np.isnan(value) else template.format(value)
 
 
 def draw_overlays(path: Path, validation_folders: dict[str, Path], gt_folder: Path, images: Path, read_labels) -> Path:
@@ -155,7 +162,9 @@ def draw_overlays(path: Path, validation_folders: dict[str, Path], gt_folder: Pa
 
 
 def build_parser(prog: str = "nnunet-losses demo") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Synthetic data -> nnU-Net -> RW-Boundary and RRW trainings, a CDF plot and pictures, in its own folders."
+    )
     parser.add_argument("--out", type=Path, default=Path("nnunet_losses_demo"), help="working folder (default ./nnunet_losses_demo)")
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3)

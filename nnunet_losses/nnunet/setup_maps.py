@@ -156,7 +156,9 @@ def write_configuration_maps(
 
 
 def build_parser(prog: str = "setup_maps.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Write the distance/RW maps of nnU-Net's preprocessed cases (run after nnU-Net's preprocessing)."
+    )
     parser.add_argument("-d", "--dataset", required=True, help="dataset name or id, e.g. 27 or Dataset027_ACDC")
     parser.add_argument("-c", "--configurations", nargs="+", required=True, help="configurations, e.g. 2d 3d_fullres")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")

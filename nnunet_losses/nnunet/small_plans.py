@@ -71,7 +71,9 @@ def make_small_plans(
 
 
 def build_parser(prog: str = "nnunet-losses small-plans") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Write a small plans variant (fewer features, stages and samples) for CPU tests, demos and studies."
+    )
     parser.add_argument("-d", "--dataset", required=True)
     parser.add_argument("-c", "--configurations", nargs="+", default=["2d"])
     parser.add_argument("--features", nargs="+", type=int, default=[8, 16, 32, 64])

@@ -35,7 +35,7 @@ def plot_cdf(
     Trainers without a successful run appear in the legend only; the title says how
     many runs failed and how many are unfinished (both are left out of the curves).
     """
-    figure = _figure(7, 5)
+    figure = _figure(7, 5 + 0.25 * len(dice_by_trainer))
     ax = figure.add_subplot()
     for trainer, values in dice_by_trainer.items():
         failed = failed_by_trainer.get(trainer, 0)
@@ -44,17 +44,17 @@ def plot_cdf(
             ax.plot([], [], label=f"{trainer} (n=0{suffix})")
             continue
         x, f = empirical_cdf(np.asarray(values, dtype=float))
-        xs = np.concatenate([[0.0], x, [1.0]])
+        xs = np.concatenate([[-0.02], x, [1.02]])
         fs = np.concatenate([[0.0], f, [1.0]])
-        ax.step(xs, fs, where="post", label=f"{trainer} (n={len(values)}, median {np.median(values):.3f}{suffix})")
+        ax.step(xs, fs, where="post", linewidth=2, label=f"{trainer} (n={len(values)}, median {np.median(values):.3f}{suffix})")
     left_out = [f"{count} {what}" for count, what in ((sum(failed_by_trainer.values()), "failed"), (unfinished, "unfinished")) if count]
     ax.set_title(title + (f"\nnot shown: {' and '.join(left_out)} run(s)" if left_out else ""), fontsize=10)
-    ax.set_xlim(0, 1)
+    ax.set_xlim(-0.02, 1.02)  # a little room, so that curves at Dice 0 or 1 stay visible
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("final mean foreground Dice (nnU-Net validation)")
     ax.set_ylabel("F(x) = fraction of runs with Dice <= x")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=1, frameon=False)  # below: never over a curve
     figure.tight_layout()
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
