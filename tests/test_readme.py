@@ -110,3 +110,28 @@ def test_readme_lists_every_trainer():
 def test_readme_figures_exist():
     for path in re.findall(r"\]\(((?:studies|benchmarks)/[^)]+)\)", README):
         assert (REPO / path).is_file(), path
+
+
+def test_readme_trainer_example_defines_a_working_trainer():
+    """The README's 'new combination' example defines a trainer whose loss computes."""
+    import types
+
+    import numpy as np
+    import torch
+
+    from nnunet_losses.losses import CompositeLoss
+    from nnunet_losses.maps import rrw_compact
+    from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
+
+    (code,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    namespace: dict = {}
+    exec(code, namespace)
+    trainers = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, nnUNetTrainerLosses) and v is not nnUNetTrainerLosses]
+    assert len(trainers) == 1
+    fake_self = types.SimpleNamespace(num_epochs=10)
+    terms = trainers[0].loss_terms(fake_self)
+    loss = CompositeLoss(terms, trainers[0].loss_weights(fake_self, tuple(terms)))
+    target = torch.from_numpy(np.random.default_rng(0).integers(0, 4, (2, 1, 12, 12)))
+    rrw = torch.from_numpy(np.stack([rrw_compact(t[0], 4) for t in target.numpy()]))
+    value = loss(torch.randn(2, 4, 12, 12), target, rrw=rrw)
+    assert torch.isfinite(value) and loss.required_maps == ("rrw",)

@@ -17,6 +17,12 @@ On-the-fly maps: :class:`ComputeMapsOnPatch` (last) recomputes the maps from the
 augmented segmentation at every scale, as the RW reference code does, with the
 patch's spacing (the configuration's spacing divided by the scale).
 
+Padding: where nnU-Net pads a patch beyond the case, its segmentation becomes
+background and the precomputed maps are 0. The RRW map there is 0 at the (background)
+true class and 1 elsewhere, a rectified map that treats padding as background exactly
+like the segmentation does; signed distances are 0, so no boundary term comes from
+padding. On-the-fly maps see the padded background as part of the patch.
+
 In both modes the target becomes ``[seg_0, ..., seg_n, maps_0, ..., maps_n]`` (or
 ``[seg, maps]`` without deep supervision); the trainer splits it again before
 nnU-Net's ``train_step``/``validation_step`` see it.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The convergence study of studies/convergence_cdf (RW paper §4.3, Fig. 5) on the ACDC-like synthetic set.
+# The convergence studies of studies/ (RW paper §4.3, Fig. 5) on the ACDC-like synthetic set:
+#   studies/convergence_cdf       nnUNetTrainerRWBoundary vs nnUNetTrainerRRW (nnU-Net's SGD, lr 0.01)
+#   studies/convergence_cdf_adam  nnUNetTrainerRWBoundaryAdam vs nnUNetTrainerRRWAdam (the paper's Adam, lr 1e-4)
 #   bash studies/convergence_cdf/run.sh [WORKDIR]     # nnU-Net folders go to WORKDIR (default /tmp/nnunet_losses_cdf)
-# Re-running resumes: finished runs are skipped. The study folder is this script's folder
-# (runs/ holds the checkpoints and is not committed; cdf_results.csv, cdf.png/pdf and study.json are).
+# Re-running resumes: finished runs are skipped. Each study folder keeps runs/ (checkpoints,
+# not committed) and cdf_results.csv, cdf.png/pdf and study.json (committed).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-/tmp/nnunet_losses_cdf}"
@@ -16,6 +18,6 @@ PY
 [ -d "$nnUNet_preprocessed/Dataset027_SyntheticCardiac/nnUNetPlans_2d" ] || nnUNetv2_plan_and_preprocess -d 27 -c 2d -np 2
 nnunet-losses small-plans -d 27 -c 2d --features 8 16 32 64 --batch-size 8
 python "$here/../../setup_maps.py" -d 27 -c 2d -p nnUNetSmallPlans --quiet
-nnunet-losses study cdf -d 27 -c 2d -p nnUNetSmallPlans \
-  --trainers nnUNetTrainerRWBoundary nnUNetTrainerRRW nnUNetTrainerRWBoundaryAdam nnUNetTrainerRRWAdam \
-  --seeds 10 --epochs 60 --iterations 25 --val-iterations 5 --device cpu --parallel 2 --out "$here"
+budget=(--seeds 10 --epochs 60 --iterations 25 --val-iterations 5 --device cpu --parallel 2)
+nnunet-losses study cdf -d 27 -c 2d -p nnUNetSmallPlans --trainers nnUNetTrainerRWBoundary nnUNetTrainerRRW "${budget[@]}" --out "$here"
+nnunet-losses study cdf -d 27 -c 2d -p nnUNetSmallPlans --trainers nnUNetTrainerRWBoundaryAdam nnUNetTrainerRRWAdam "${budget[@]}" --out "$here/../convergence_cdf_adam"
