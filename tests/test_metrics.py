@@ -264,6 +264,19 @@ def test_d_3d_empty_cases():
 # --- statistics --------------------------------------------------------------------------
 
 
+def scipy_paired_permutation(a: np.ndarray, b: np.ndarray, **options):
+    """SciPy's paired (sign-flip) permutation test of |mean(a - b)|, the reference."""
+    return stats.permutation_test(
+        (a, b),
+        lambda x, y, axis: np.abs(np.mean(x - y, axis=axis)),
+        permutation_type="samples",
+        vectorized=True,
+        alternative="greater",
+        n_resamples=10000,
+        **options,
+    )
+
+
 def test_permutation_all_equal_differences():
     result = paired_permutation_test([2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0])
     # only the all-plus and all-minus patterns reach |mean| = 1: p = 2 / 16
@@ -283,14 +296,7 @@ def test_permutation_exact_matches_brute_force_and_scipy():
     assert result.exact and result.n_permutations == 256
     assert result.statistic == pytest.approx(observed)
     assert result.p_value == pytest.approx(hits / 256)
-    reference = stats.permutation_test(
-        (a, b),
-        lambda x, y, axis: np.abs(np.mean(x - y, axis=axis)),
-        permutation_type="samples",
-        vectorized=True,
-        alternative="greater",
-        n_resamples=10000,
-    )
+    reference = scipy_paired_permutation(a, b)
     assert result.p_value == pytest.approx(reference.pvalue)
     assert 0.0 < result.p_value < 0.2
 
@@ -300,15 +306,7 @@ def test_permutation_monte_carlo_matches_scipy():
     b = rng.normal(0.80, 0.05, size=30)
     a = b + rng.normal(0.012, 0.03, size=30)
     result = paired_permutation_test(a, b, n_permutations=10000, seed=1)
-    reference = stats.permutation_test(
-        (a, b),
-        lambda x, y, axis: np.abs(np.mean(x - y, axis=axis)),
-        permutation_type="samples",
-        vectorized=True,
-        alternative="greater",
-        n_resamples=10000,
-        random_state=2,
-    )
+    reference = scipy_paired_permutation(a, b, random_state=2)
     assert not result.exact and result.n_permutations == 10000
     assert result.statistic == pytest.approx(abs(np.mean(a - b)))
     standard_error = math.sqrt(reference.pvalue * (1 - reference.pvalue) / 10000)
