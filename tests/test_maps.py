@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from nnunet_losses.maps import (
     ac_map,
@@ -11,6 +11,7 @@ from nnunet_losses.maps import (
     cao_map,
     class_emphasis_rrw_map,
     compute_map,
+    distance_to_class,
     expand_rrw,
     is_rectified,
     negative_component_counts,
@@ -23,6 +24,7 @@ from nnunet_losses.maps import (
     simplex_grid,
 )
 from nnunet_losses.maps.reference import scipy_rrw_map, scipy_signed_distance_map
+from nnunet_losses.synthetic import cardiac_case
 
 
 def blob_labels(shape: tuple[int, ...], num_classes: int, seed: int) -> np.ndarray:
@@ -62,6 +64,32 @@ def test_kervadec_shift_matches_one_hot2dist(shape, num_classes, spacing):
 def test_rrw_matches_scipy(shape, num_classes, spacing, seed):
     labels = blob_labels(shape, num_classes, seed)
     np.testing.assert_allclose(rrw_map(labels, num_classes, spacing), scipy_rrw_map(labels, num_classes, spacing), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "shape,box,spacing",
+    [
+        ((30, 40), (slice(10, 14), slice(5, 30)), (0.7, 1.9)),  # foreground inside the array
+        ((30, 40), (slice(0, 6), slice(33, 40)), (1.0, 1.0)),  # foreground in a corner
+        ((12, 40, 36), (slice(3, 9), slice(0, 40), slice(10, 20)), (5.0, 1.5, 1.5)),  # spans one axis
+    ],
+)
+def test_distance_to_a_class_surrounding_a_small_box(shape, box, spacing):
+    """The background around a compact foreground: its transform is computed on the padded box only."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros(shape, dtype=np.int64)
+    labels[box] = rng.integers(0, 3, size=labels[box].shape)  # holes of background inside the box
+    expected = distance_transform_edt(labels != 0, sampling=spacing)
+    np.testing.assert_allclose(distance_to_class(labels, 0, spacing), expected, atol=1e-4)
+    np.testing.assert_allclose(distance_to_class(labels, 2, spacing), distance_transform_edt(labels != 2, sampling=spacing), atol=1e-4)
+
+
+def test_cardiac_case_maps_match_scipy():
+    """A realistic case: small foreground in a large background, anisotropic spacing."""
+    _, labels, _ = cardiac_case(seed=3, shape=(10, 96, 96), spacing=(8.0, 1.5, 1.5))
+    spacing = (8.0, 1.5, 1.5)
+    np.testing.assert_allclose(signed_distance_map(labels, 4, spacing), scipy_signed_distance_map(labels, 4, spacing), atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(rrw_map(labels, 4, spacing), scipy_rrw_map(labels, 4, spacing), atol=1e-4)
 
 
 def test_noisy_labels_match_scipy():

@@ -46,14 +46,14 @@ def rrw_compact(labels: np.ndarray, num_classes: int, spacing: Spacing | None = 
     """
     labels = validate_labels(labels, num_classes)
     spacing = validate_spacing(spacing, labels.ndim)
-    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=num_classes))
-    if len(present) == 1:  # a single class fills the array: no boundary anywhere
+    if labels.min() == labels.max():  # a single class fills the array: no boundary anywhere
         return np.full((1,) + labels.shape, -1.0, dtype=np.float32)
     distance = own_class_distance(labels, spacing, threads)
-    inverse_max = np.zeros(num_classes, dtype=np.float32)
-    for c in present:
-        inverse_max[c] = -1.0 / distance[labels == c].max()
-    distance *= inverse_max[labels]
+    for c in range(num_classes):
+        inside = labels == c
+        largest = np.max(distance, where=inside, initial=0.0)
+        if largest > 0:  # class present (every voxel of a present class is >= 1 spacing from another class)
+            np.multiply(distance, np.float32(-1.0 / largest), out=distance, where=inside)
     return distance[None]
 
 
