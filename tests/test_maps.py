@@ -11,10 +11,12 @@ from nnunet_losses.maps import (
     cao_map,
     class_emphasis_rrw_map,
     compute_map,
+    compute_maps,
     distance_to_class,
     expand_rrw,
     is_rectified,
     negative_component_counts,
+    own_class_distance,
     rectification_violations,
     rrw_compact,
     rrw_map,
@@ -182,6 +184,32 @@ def test_per_slice_maps_equal_slice_by_slice():
         np.testing.assert_array_equal(per_slice[:, z], rrw_compact(labels[z], 3, spacing[1:]))
     whole = compute_map("signed_distance", labels, 3, spacing)
     np.testing.assert_array_equal(whole, signed_distance_map(labels, 3, spacing))
+
+
+@pytest.mark.parametrize("per_slice", [False, True])
+def test_maps_computed_together_equal_maps_computed_alone(per_slice):
+    """compute_maps shares one own-class EDT between the kinds; each map must equal its lone computation."""
+    labels = blob_labels((5, 24, 24), 4, 3)
+    spacing = (6.0, 1.2, 0.9)
+    together = compute_maps(["rrw", "signed_distance"], labels, 4, spacing, per_slice=per_slice)
+    for kind in ("rrw", "signed_distance"):
+        np.testing.assert_array_equal(together[kind], compute_map(kind, labels, 4, spacing, per_slice=per_slice))
+    np.testing.assert_allclose(together["signed_distance"], scipy_signed_distance_map(labels, 4, spacing) if not per_slice
+                               else np.stack([scipy_signed_distance_map(s, 4, spacing[1:]) for s in labels], axis=1), atol=1e-4)
+
+
+def test_a_given_own_class_distance_is_used_and_left_unchanged():
+    labels = blob_labels((30, 28), 3, 4)
+    own = own_class_distance(labels, (1.0, 2.0))
+    kept = own.copy()
+    np.testing.assert_array_equal(rrw_compact(labels, 3, (1.0, 2.0), own_distance=own), rrw_compact(labels, 3, (1.0, 2.0)))
+    np.testing.assert_array_equal(
+        signed_distance_map(labels, 3, (1.0, 2.0), kervadec_shift=True, own_distance=own),
+        signed_distance_map(labels, 3, (1.0, 2.0), kervadec_shift=True),
+    )
+    np.testing.assert_array_equal(own, kept)
+    with pytest.raises(ValueError, match="own_distance has shape"):
+        rrw_compact(labels, 3, own_distance=own[:-1])
 
 
 def test_rectification_of_each_map():

@@ -3,7 +3,8 @@
 Maps (``rw_maps``): :func:`rrw_map`, :func:`rrw_compact`, :func:`expand_rrw`,
 :func:`class_emphasis_rrw_map`, :func:`signed_distance_map` (RW-Boundary / Kervadec),
 :func:`boundary_distance_map` (one-sided HD), :func:`ac_map`, :func:`cao_map`,
-:func:`one_hot`. Stored kinds (``kinds``): :data:`MAP_KINDS`, :func:`compute_map`.
+:func:`one_hot`. Stored kinds (``kinds``): :data:`MAP_KINDS`, :func:`compute_map`,
+:func:`compute_maps`.
 Checks (``rectification``): :func:`is_rectified`, :func:`rectification_violations`,
 :func:`rw_gradient`, :func:`negative_component_counts`,
 :func:`fraction_multiple_negative`, :func:`simplex_grid`,
@@ -11,7 +12,7 @@ Checks (``rectification``): :func:`is_rectified`, :func:`rectification_violation
 imported here): ``scipy_rrw_map``, ``scipy_signed_distance_map``.
 """
 from .distance import distance_to_class, own_class_distance, validate_labels, validate_spacing
-from .kinds import MAP_KINDS, MapKind, compute_map, get_map_kind
+from .kinds import MAP_KINDS, MapKind, compute_map, compute_maps, get_map_kind
 from .rectification import (
     fraction_multiple_negative,
     is_rectified,
@@ -41,6 +42,7 @@ __all__ = [
     "cao_map",
     "class_emphasis_rrw_map",
     "compute_map",
+    "compute_maps",
     "distance_to_class",
     "expand_rrw",
     "fraction_multiple_negative",

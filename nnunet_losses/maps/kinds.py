@@ -13,19 +13,22 @@ Two stored kinds serve every map-based loss of the package:
   the common-support boundary loss. In mm, hence divided by the zoom factor when a
   patch is scaled.
 
-AC and Cao maps depend on the segmentation alone and are never stored.
+AC and Cao maps depend on the segmentation alone and are never stored. Both stored
+kinds start from the own-class distance (one multi-label EDT), which
+:func:`compute_maps` computes once for all the kinds it is asked for.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .distance import Spacing, validate_labels, validate_spacing
+from .distance import Spacing, own_class_distance, validate_labels, validate_spacing
 from .rw_maps import rrw_compact, signed_distance_map
 
-MapFunction = Callable[[np.ndarray, int, Spacing, int], np.ndarray]
+MapFunction = Callable[[np.ndarray, int, Spacing, int, np.ndarray], np.ndarray]
+"""(labels, num_classes, spacing, threads, own-class distance of the labels) -> map."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +50,14 @@ MAP_KINDS: dict[str, MapKind] = {
         name="rrw",
         in_mm=False,
         per_class_channels=False,
-        function=lambda labels, c, spacing, threads: rrw_compact(labels, c, spacing, threads),
+        function=lambda labels, c, spacing, threads, own: rrw_compact(labels, c, spacing, threads, own),
         description="rectified RW value at each voxel's own class (1 channel, normalised)",
     ),
     "signed_distance": MapKind(
         name="signed_distance",
         in_mm=True,
         per_class_channels=True,
-        function=lambda labels, c, spacing, threads: signed_distance_map(labels, c, spacing, threads=threads),
+        function=lambda labels, c, spacing, threads, own: signed_distance_map(labels, c, spacing, threads=threads, own_distance=own),
         description="Kervadec signed distance to each class boundary (C channels, mm)",
     ),
 }
@@ -76,18 +79,38 @@ def compute_map(
     per_slice: bool = False,
     threads: int = 1,
 ) -> np.ndarray:
-    """Compute a stored map kind for a 2D or 3D label array; returns ``(channels, *spatial)``.
+    """Compute one stored map kind for a 2D or 3D label array; returns ``(channels, *spatial)``.
 
     ``per_slice=True`` (3D labels only) computes the map on each slice along axis 0 with
     the in-plane spacing, as a 2D configuration sees the data; normalisations (RRW's
     per-class maximum) are then per slice. The default computes on the whole array.
     """
-    map_kind = get_map_kind(kind)
+    return compute_maps([kind], labels, num_classes, spacing, per_slice, threads)[kind]
+
+
+def compute_maps(
+    kinds: Sequence[str],
+    labels: np.ndarray,
+    num_classes: int,
+    spacing: Spacing | None = None,
+    per_slice: bool = False,
+    threads: int = 1,
+) -> dict[str, np.ndarray]:
+    """Several stored map kinds of one label array (see :func:`compute_map`), sharing one
+    own-class distance transform per array (per slice with ``per_slice``)."""
+    map_kinds = [get_map_kind(kind) for kind in kinds]
     labels = validate_labels(labels, num_classes)
     spacing = validate_spacing(spacing, labels.ndim)
     if not per_slice:
-        return map_kind.function(labels, num_classes, spacing, threads)
+        return _maps_of_array(map_kinds, labels, num_classes, spacing, threads)
     if labels.ndim != 3:
         raise ValueError(f"per_slice maps need 3D labels, got shape {labels.shape}")
-    slices = [map_kind.function(s, num_classes, spacing[1:], threads) for s in labels]
-    return np.stack(slices, axis=1)
+    slices = [_maps_of_array(map_kinds, s, num_classes, spacing[1:], threads) for s in labels]
+    return {kind.name: np.stack([maps[kind.name] for maps in slices], axis=1) for kind in map_kinds}
+
+
+def _maps_of_array(
+    map_kinds: list[MapKind], labels: np.ndarray, num_classes: int, spacing: tuple[float, ...], threads: int
+) -> dict[str, np.ndarray]:
+    own = own_class_distance(labels, spacing, threads)
+    return {kind.name: kind.function(labels, num_classes, spacing, threads, own) for kind in map_kinds}

@@ -36,25 +36,41 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return (np.arange(num_classes).reshape((-1,) + (1,) * labels.ndim) == labels[None]).astype(np.float32)
 
 
-def rrw_compact(labels: np.ndarray, num_classes: int, spacing: Spacing | None = None, threads: int = 1) -> np.ndarray:
+def rrw_compact(
+    labels: np.ndarray,
+    num_classes: int,
+    spacing: Spacing | None = None,
+    threads: int = 1,
+    own_distance: np.ndarray | None = None,
+) -> np.ndarray:
     """RRW value of every voxel at its own class, shape ``(1, *spatial)`` (eq. 4).
 
     ``v(i) = -d(i, c) / max_{j in Y_c} d(j, c)`` with ``c = y_i`` and ``d`` the inner EDT of
     class ``c`` (mm). Values lie in ``[-1, 0)``. The full map is ``z[c] = v`` at the true
     class and ``z[k] = 1`` elsewhere (:func:`expand_rrw`), so this channel and the labels
-    are all that needs storing.
+    are all that needs storing. ``own_distance``: :func:`own_class_distance` of the same
+    labels and spacing when the caller already has it (it is not modified).
     """
     labels = validate_labels(labels, num_classes)
     spacing = validate_spacing(spacing, labels.ndim)
     if labels.min() == labels.max():  # a single class fills the array: no boundary anywhere
         return np.full((1,) + labels.shape, -1.0, dtype=np.float32)
-    distance = own_class_distance(labels, spacing, threads)
+    distance = _own_distance(labels, spacing, threads, own_distance)
+    scale = np.zeros(num_classes, dtype=np.float32)
     for c in range(num_classes):
-        inside = labels == c
-        largest = np.max(distance, where=inside, initial=0.0)
+        largest = np.max(distance, where=labels == c, initial=0.0)
         if largest > 0:  # class present (every voxel of a present class is >= 1 spacing from another class)
-            np.multiply(distance, np.float32(-1.0 / largest), out=distance, where=inside)
-    return distance[None]
+            scale[c] = -1.0 / largest
+    return (distance * scale[labels])[None]
+
+
+def _own_distance(labels: np.ndarray, spacing: tuple[float, ...], threads: int, given: np.ndarray | None) -> np.ndarray:
+    """``given`` after a shape check, else :func:`own_class_distance` of ``labels``."""
+    if given is None:
+        return own_class_distance(labels, spacing, threads)
+    if given.shape != labels.shape:
+        raise ValueError(f"own_distance has shape {given.shape} but the labels have shape {labels.shape}")
+    return given
 
 
 def expand_rrw(compact: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -99,6 +115,7 @@ def signed_distance_map(
     spacing: Spacing | None = None,
     kervadec_shift: bool = False,
     threads: int = 1,
+    own_distance: np.ndarray | None = None,
 ) -> np.ndarray:
     """RW-Boundary map (eq. 3), i.e. Kervadec's signed distance ``phi_G`` (mm).
 
@@ -108,6 +125,7 @@ def signed_distance_map(
     ``kervadec_shift=True`` reproduces boundary-loss's ``one_hot2dist`` exactly: the
     inside becomes ``-(d(i, k) - 1)``, so with unit spacing the inner edge is 0. As in that
     code, 1 is subtracted whatever the spacing. Default: unshifted (the RW paper's eq. 3).
+    ``own_distance``: as in :func:`rrw_compact`.
     """
     labels = validate_labels(labels, num_classes)
     spacing = validate_spacing(spacing, labels.ndim)
@@ -115,11 +133,11 @@ def signed_distance_map(
     counts = np.bincount(labels.ravel(), minlength=num_classes)
     if np.count_nonzero(counts) == 1:  # one class fills the array: no boundary anywhere
         return out
-    inside_value = own_class_distance(labels, spacing, threads)
-    np.subtract(1.0 if kervadec_shift else 0.0, inside_value, out=inside_value)
+    inner = _own_distance(labels, spacing, threads, own_distance)
+    shift = np.float32(1.0 if kervadec_shift else 0.0)
     for k in np.flatnonzero(counts):
         np.copyto(out[k], distance_to_class(labels, k, spacing, threads))
-        np.copyto(out[k], inside_value, where=labels == k)
+        np.subtract(shift, inner, out=out[k], where=labels == k)
     return out
 
 

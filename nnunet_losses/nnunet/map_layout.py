@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..maps import MAP_KINDS, compute_map, get_map_kind
+from ..maps import MAP_KINDS, compute_maps, get_map_kind
 
 KIND_ORDER = tuple(MAP_KINDS)
 
@@ -83,8 +83,5 @@ def compute_map_stack(
 ) -> dict[str, np.ndarray]:
     """Maps of each kind for one nnU-Net segmentation (spatial array, 2D or 3D)."""
     labels, classes = labels_for_maps(segmentation, num_classes, ignore_label)
-    maps = {}
-    for kind in kinds:
-        values = compute_map(kind, labels, classes, spacing, per_slice=per_slice, threads=threads)
-        maps[kind] = values[: get_map_kind(kind).num_channels(num_classes)]
-    return maps
+    maps = compute_maps(kinds, labels, classes, spacing, per_slice=per_slice, threads=threads)
+    return {kind: values[: get_map_kind(kind).num_channels(num_classes)] for kind, values in maps.items()}

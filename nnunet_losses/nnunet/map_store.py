@@ -57,13 +57,20 @@ class CorruptMapsError(MapError):
     pass
 
 
-def segmentation_fingerprint(seg_file: Path) -> dict[str, Any]:
-    """Size, mtime and BLAKE2 hash of the decompressed content of a ``*_seg.b2nd`` file."""
+def read_segmentation(seg_file: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """The content of a ``*_seg.b2nd`` file and its fingerprint: size and mtime (taken
+    before reading, so a later rewrite is never mistaken for this content) and a BLAKE2
+    hash of the decompressed content."""
     stat = seg_file.stat()
     content = np.ascontiguousarray(blosc2.open(str(seg_file), mode="r")[:])
     digest = hashlib.blake2b(content.tobytes(), digest_size=16)
     digest.update(str((content.shape, content.dtype.str)).encode())
-    return {"seg_size": stat.st_size, "seg_mtime_ns": stat.st_mtime_ns, "seg_hash": digest.hexdigest()}
+    return content, {"seg_size": stat.st_size, "seg_mtime_ns": stat.st_mtime_ns, "seg_hash": digest.hexdigest()}
+
+
+def segmentation_fingerprint(seg_file: Path) -> dict[str, Any]:
+    """The fingerprint of :func:`read_segmentation`."""
+    return read_segmentation(seg_file)[1]
 
 
 def chunking(shape: tuple[int, ...], patch_size: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..maps import MAP_KINDS
 from .configuration import ConfigurationError, PreprocessedConfiguration, load_configuration, writable_directory
 from .map_layout import compute_map_stack
-from .map_store import MapError, MapStore, segmentation_fingerprint
+from .map_store import MapError, MapStore, read_segmentation
 
 DEFAULT_KINDS = tuple(MAP_KINDS)
 
@@ -80,9 +80,8 @@ def process_case(store: MapStore, case: str, kinds: Sequence[str], per_slice: bo
     if not _needs_writing(store, case, kinds, per_slice, overwrite):
         return CaseResult(case, written=False)
     config = store.config
-    seg_file = store.seg_file(case)
-    fingerprint = segmentation_fingerprint(seg_file)
-    segmentation = blosc2.open(str(seg_file), mode="r")[0]
+    content, fingerprint = read_segmentation(store.seg_file(case))
+    segmentation = content[0]
     spacing = config.case_spacing(config.load_properties(case))
     maps = compute_map_stack(segmentation, kinds, config.num_classes, config.ignore_label, spacing, per_slice)
     written = 0
