@@ -8,7 +8,9 @@ commands run as subprocesses with the same number of processes, alternately:
 Both include their start-up (Python, PyTorch and nnU-Net imports: about 2-3 s each
 here); a third column times a second ``setup_maps.py`` run that finds every map valid,
 i.e. that fixed start-up plus the checks. Each reports the median over the rounds; the
-ratio is setup_maps / nnUNetv2_preprocess (goal: <= 0.25).
+ratio is setup_maps / nnUNetv2_preprocess (goal: <= 0.25). Last, the per-case cost of the
+maps is split, in this process and single-threaded, into computing them and compressing
+and writing them.
 
     python benchmarks/setup_maps.py [--cases 20] [--rounds 2] [-np 2] [--configurations 2d 3d_fullres]
 """
@@ -51,6 +53,29 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def per_case_split(configuration: str) -> tuple[float, float]:
+    """Mean seconds per case spent computing all maps and writing them (one process)."""
+    from nnunet_losses.nnunet.configuration import load_configuration
+    from nnunet_losses.nnunet.map_layout import compute_map_stack
+    from nnunet_losses.nnunet.map_store import MapStore, read_segmentation
+    from nnunet_losses.nnunet.setup_maps import DEFAULT_KINDS
+
+    config = load_configuration(str(DATASET_ID), configuration)
+    store = MapStore(config)
+    compute = write = 0.0
+    cases = config.case_identifiers()
+    for case in cases:
+        content, fingerprint = read_segmentation(store.seg_file(case))
+        spacing = config.case_spacing(config.load_properties(case))
+        start = time.perf_counter()
+        maps = compute_map_stack(content[0], DEFAULT_KINDS, config.num_classes, config.ignore_label, spacing)
+        middle = time.perf_counter()
+        for kind, values in maps.items():
+            store.write(case, kind, values, False, spacing, fingerprint)
+        compute, write = compute + middle - start, write + time.perf_counter() - middle
+    return compute / len(cases), write / len(cases)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=20)
@@ -77,6 +102,10 @@ def main() -> None:
                 noop.append(timed(setup_maps))
             p, m = statistics.median(preprocess), statistics.median(maps)
             print(f"{configuration:<14} {p:>22.1f} {m:>16.1f} {m / p:>6.2f}x {statistics.median(noop):>20.1f}")
+        print("\nper case, one process, one thread:")
+        for configuration in args.configurations:
+            compute, write = per_case_split(configuration)
+            print(f"  {configuration:<12} computing the maps {compute * 1000:.0f} ms, compressing and writing them {write * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
