@@ -7,9 +7,12 @@ user's own nnU-Net folders are never touched.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +77,22 @@ def run_command(
     return result
 
 
+_ANNOUNCE_LOCK = threading.Lock()
+
+
+def announce(config: pytest.Config, text: str) -> None:
+    """Write a line to the terminal while pytest captures output, so that long fixtures say what they are doing.
+
+    Safe from worker threads: one line at a time, with pytest's capture suspended while it is written.
+    """
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with _ANNOUNCE_LOCK, capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.write_line(text)
+
+
 @dataclass(frozen=True)
 class PreparedDataset:
     workspace: NnUNetWorkspace
@@ -114,9 +133,13 @@ def prepare_cardiac(ws: NnUNetWorkspace, dataset_id: int, num_cases: int) -> Pre
 
 
 @pytest.fixture(scope="session")
-def cardiac(workspace) -> PreparedDataset:
+def cardiac(workspace, request) -> PreparedDataset:
     """Six 8x64x64 cardiac cases, preprocessed for 2d and 3d_fullres, small plans, maps written."""
-    return prepare_cardiac(workspace, CARDIAC_ID, 6)
+    start = time.monotonic()
+    announce(request.config, f"[fixture cardiac] nnU-Net test dataset {CARDIAC_ID}: 6 synthetic cases, planning and preprocessing (2d, 3d_fullres), small plans, maps ...")
+    prepared = prepare_cardiac(workspace, CARDIAC_ID, 6)
+    announce(request.config, f"[fixture cardiac] {prepared.name} ready ({time.monotonic() - start:.0f} s)")
+    return prepared
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import shutil
 import sys
 import sysconfig
 import textwrap
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +29,7 @@ from nnunet_losses.nnunet.preflight import find_trainer_class, package_trainer_n
 from nnunet_losses.nnunet.setup_maps import write_configuration_maps
 from nnunet_losses.synthetic import write_raw_dataset
 
-from conftest import SMALL_PLANS, run_command
+from conftest import SMALL_PLANS, announce, run_command
 
 pytestmark = pytest.mark.nnunet
 REPO = Path(__file__).resolve().parents[1]
@@ -173,7 +175,7 @@ def wheel_install(job: Job) -> None:
 
 
 @pytest.fixture(scope="module")
-def jobs(cardiac) -> dict[str, Job | BaseException]:
+def jobs(cardiac, request) -> dict[str, Job | BaseException]:
     """Run every job three at a time; each entry is the finished Job or the exception it raised."""
     work: dict[str, Callable[[Job], None]] = {
         name: (lambda job, name=name: train_package_trainer(job, name)) for name in package_trainer_names()
@@ -187,14 +189,27 @@ def jobs(cardiac) -> dict[str, Job | BaseException]:
         wheel=wheel_install,
     )
 
+    ended: list[str] = []
+    ended_lock = threading.Lock()
+    began = time.monotonic()
+
+    def report(name: str, outcome: str) -> None:
+        with ended_lock:
+            ended.append(name)
+            announce(request.config, f"[fixture jobs] {len(ended)}/{len(work)} {name} {outcome} ({time.monotonic() - began:.0f} s)")
+
     def run(item: tuple[str, Callable[[Job], None]]) -> tuple[str, Job | BaseException]:
         name, function = item
         job = Job(cardiac, name)
         try:
             function(job)
         except BaseException as error:  # reported by the tests that use this job
+            report(name, f"FAILED: {type(error).__name__}")
             return name, error
+        report(name, "done")
         return name, job
+
+    announce(request.config, f"[fixture jobs] {len(work)} chains of nnU-Net commands (trainings, predictions, a wheel install), 3 at a time ...")
 
     # long chains first, so the pool drains evenly
     order = sorted(work.items(), key=lambda item: item[0] in package_trainer_names())

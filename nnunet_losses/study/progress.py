@@ -1,42 +1,233 @@
-"""The progress display of a running study: a tqdm bar with done/failed/running counts.
+"""The progress display of a running study: one bar over the epochs of all its runs.
 
-The bar counts finished runs (done or failed) out of all runs of the study, those
-finished by earlier invocations included. One line per finished attempt is printed
-above the bar, so logs of non-interactive sessions (where tqdm hides the bar) still
-show what happened.
+The bar counts nnU-Net epochs. A run's finished epochs are read from nnU-Net's own log
+in its output folder (``fold_<f>/training_log_*.txt``: ``Epoch N`` when epoch ``N``
+starts, ``Epoch time: ...`` when it ends; a resumed run adds a log file that goes on
+from its checkpoint's epoch). A run's epochs are the study's ``--epochs``, else the
+``num_epochs`` its ``nnunet_losses_run.json`` records, else nnU-Net's 1000. A done run
+counts all its epochs; a failed run only those it finished, so the bar ends at 100 %
+when every run has ended. A thread rereads the logs of the unfinished runs every
+``refresh_seconds``.
+
+Above the bar: one line per started run with the path of its log (``train.log`` in the
+run folder: everything ``nnUNetv2_train`` prints), and one per finished attempt. Where
+the output is not a terminal (tqdm then hides its bar), the bar's numbers are printed
+as a line every ``line_seconds`` instead, so a log file shows progress at least twice a
+minute during training.
 """
 from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
 
 from tqdm import tqdm
 
 from .launch import RunOutcome
+from .runs import RunPaths, RunStatus, State, read_json
+from .spec import Run
+
+NNUNET_DEFAULT_EPOCHS = 1000
+RUN_RECORD = "nnunet_losses_run.json"  # written by nnunet_losses.nnunet.trainer into the output folder
+EPOCH_START = re.compile(r": Epoch (\d+)\s*$")
+EPOCH_END = re.compile(r": Epoch time: ")
+
+
+def _log_epochs(text: str) -> int:
+    """Epochs one nnU-Net log shows finished: the last started epoch whose end is logged, plus 1."""
+    finished, started = 0, None
+    for line in text.splitlines():
+        if match := EPOCH_START.search(line):
+            started = int(match.group(1))
+        elif started is not None and EPOCH_END.search(line):
+            finished = max(finished, started + 1)
+    return finished
+
+
+def finished_epochs(output_folder: Path, cache: dict[Path, tuple[tuple[int, int], int]] | None = None) -> int:
+    """Epochs nnU-Net has finished in ``output_folder``, from its ``training_log_*.txt`` files (0 if none).
+
+    ``cache`` maps a log file to its (size, mtime) and epochs; logs that did not change are not read again.
+    """
+    cache = {} if cache is None else cache
+    finished = 0
+    for log in output_folder.glob("training_log_*.txt"):
+        try:
+            stat = log.stat()
+            key = (stat.st_size, stat.st_mtime_ns)
+            if log not in cache or cache[log][0] != key:
+                cache[log] = (key, _log_epochs(log.read_text(errors="replace")))
+        except OSError:
+            continue
+        finished = max(finished, cache[log][1])
+    return finished
+
+
+def recorded_epochs(output_folder: Path) -> int | None:
+    """``num_epochs`` of the newest entry of the run's ``nnunet_losses_run.json``, if it has one."""
+    record = read_json(output_folder / RUN_RECORD)
+    runs = record.get("runs") if isinstance(record, dict) else None
+    if isinstance(runs, list) and runs and isinstance(runs[-1], dict) and isinstance(runs[-1].get("num_epochs"), int):
+        return runs[-1]["num_epochs"]
+    return None
+
+
+@dataclass
+class _RunEpochs:
+    """What the display knows about one run."""
+
+    paths: RunPaths
+    state: str  # "done", "failed", "waiting" (to launch), "running" (launched here), "elsewhere" (running in another process)
+    epochs: int | None  # the study's --epochs; None: from the run record, else nnU-Net's default
+    finished: int = 0
+    announced: bool = False
+    logs: dict[Path, tuple[tuple[int, int], int]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        if self.state == "failed":
+            return self.finished
+        if self.epochs is None:
+            self.epochs = recorded_epochs(self.paths.output_folder)
+        return self.epochs or NNUNET_DEFAULT_EPOCHS
+
+    def read(self) -> None:
+        """Update ``finished``: all epochs of a done run, the logged ones of an unfinished run."""
+        if self.state == "done":
+            self.finished = self.total
+        elif self.state != "failed":
+            self.finished = min(finished_epochs(self.paths.output_folder, self.logs), self.total)
 
 
 class StudyProgress:
-    """Counts and displays the runs of one study invocation."""
+    """The epochs of one study's runs, as a tqdm bar (a terminal) or as periodic lines (any other output).
 
-    def __init__(self, total: int, done: int, failed: int, description: str) -> None:
-        self.done, self.failed, self.running = done, failed, 0
-        self._bar = tqdm(total=total, initial=done + failed, desc=description, unit="run", dynamic_ncols=True, disable=None)
-        self._refresh()
+    ``statuses`` are all runs of the study, ``pending`` those this invocation launches;
+    the executor reports each attempt with :meth:`started` and :meth:`finished`.
+    """
+
+    def __init__(
+        self,
+        statuses: Sequence[RunStatus],
+        pending: Collection[Run],
+        epochs: int | None,
+        description: str,
+        file: TextIO | None = None,
+        refresh_seconds: float = 5.0,
+        line_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._file = file or sys.stdout
+        self._clock = clock
+        self._line_seconds = line_seconds
+        self._description = description
+        self._runs: dict[Run, _RunEpochs] = {}
+        for status in statuses:
+            if status.run in pending:
+                state = "waiting"
+            elif status.state is State.DONE:
+                state = "done"
+            elif status.state is State.RUNNING:
+                state = "elsewhere"
+            else:
+                state = "failed"
+            self._runs[status.run] = _RunEpochs(status.paths, state, epochs)
+        self._lock = threading.Lock()
+        self._began = clock()
+        self._last_line: float | None = None
+        self._bar = tqdm(total=1, desc=description, unit="epoch", dynamic_ncols=True, disable=None, file=self._file)
+        self.poll()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_until_closed, args=(refresh_seconds,), name="study-progress", daemon=True)
+        self._thread.start()
+
+    # --- the executor's reports ----------------------------------------------------------------------
 
     def started(self) -> None:
-        self.running += 1
-        self._refresh()
+        """An attempt started; the next waiting run whose ``running.json`` exists is named in :meth:`poll`."""
+        self.poll()
 
     def finished(self, outcome: RunOutcome) -> None:
-        self.running -= 1
-        if outcome.ok:
-            self.done += 1
-            tqdm.write(f"done    {outcome.run} ({outcome.seconds:.0f} s{', resumed' if outcome.resumed else ''})")
-        else:
-            self.failed += 1
-            tqdm.write(f"FAILED  {outcome.run}: {outcome.error}")
-        self._bar.update(1)
-        self._refresh()
+        """An attempt ended: one line, and the run's epochs are final."""
+        with self._lock:
+            entry = self._runs[outcome.run]
+            entry.read()
+            entry.state = "done" if outcome.ok else "failed"
+            entry.read()
+            if outcome.ok:
+                self._write(f"done    {outcome.run} ({outcome.seconds:.0f} s{', resumed' if outcome.resumed else ''})")
+            else:
+                self._write(f"FAILED  {outcome.run}: {outcome.error} (log: {entry.paths.log})")
+            self._show()
 
-    def _refresh(self) -> None:
-        self._bar.set_postfix(done=self.done, failed=self.failed, running=self.running, refresh=True)
+    # --- the display ----------------------------------------------------------------------------------
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Runs per state of the display: done, failed, running (here or elsewhere), waiting."""
+        counts = {"done": 0, "failed": 0, "running": 0, "waiting": 0}
+        for entry in self._runs.values():
+            counts["running" if entry.state in ("running", "elsewhere") else entry.state] += 1
+        return counts
+
+    @property
+    def epochs(self) -> tuple[int, int]:
+        """(finished, total) epochs over all runs."""
+        return sum(entry.finished for entry in self._runs.values()), sum(entry.total for entry in self._runs.values())
+
+    def line(self) -> str:
+        """The bar's numbers as one line of text."""
+        done, total = self.epochs
+        counts = self.counts
+        elapsed = int(self._clock() - self._began)
+        return (
+            f"{self._description}: epochs {done}/{total} ({100 * done // max(total, 1)} %); runs: {counts['done']} done, "
+            f"{counts['running']} running, {counts['failed']} failed, {counts['waiting']} waiting; "
+            f"{elapsed // 60}:{elapsed % 60:02d} elapsed"
+        )
+
+    def poll(self) -> None:
+        """Reread the unfinished runs' logs, name newly started runs, refresh the bar (or print the line when due)."""
+        with self._lock:
+            for run, entry in self._runs.items():
+                if entry.state == "waiting" and entry.paths.running_marker.is_file():
+                    entry.state = "running"
+                if entry.state in ("running", "elsewhere") and not entry.announced:
+                    entry.announced = True
+                    self._write(f"{'started' if entry.state == 'running' else 'running elsewhere'} {run}; log: {entry.paths.log}")
+                entry.read()
+            self._show()
+
+    def _show(self) -> None:
+        done, total = self.epochs
+        self._bar.total = total
+        self._bar.n = done
+        counts = self.counts
+        self._bar.set_postfix_str(f"runs {counts['done']} done, {counts['running']} running, {counts['failed']} failed", refresh=False)
+        self._bar.refresh()
+        now = self._clock()
+        if self._bar.disable and (self._last_line is None or now - self._last_line >= self._line_seconds):
+            self._last_line = now
+            self._write(self.line())
+
+    def _write(self, text: str) -> None:
+        tqdm.write(text, file=self._file)
+        self._file.flush()
+
+    def _poll_until_closed(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            self.poll()
 
     def close(self) -> None:
-        self._bar.close()
+        """Stop rereading the logs; a last update (and line), then the bar is closed."""
+        self._stop.set()
+        self._thread.join()
+        with self._lock:
+            self._last_line = None
+            self._show()
+            self._bar.close()

@@ -132,7 +132,7 @@ def run_study(spec: StudySpec, study_dir: Path, executor: Executor, device: str,
             if status.state is State.RUNNING:
                 print(f"  left alone, still running: {status.run} ({status.detail})")
         launches = [RunLaunch.of(spec, status.paths, status.run, device, gpus) for status in pending]
-        progress = StudyProgress(len(statuses), counts[State.DONE], kept_failed, f"{spec.kind} {spec.dataset}")
+        progress = StudyProgress(statuses, {status.run for status in pending}, spec.epochs, f"{spec.kind} {spec.dataset}")
         try:
             executor.run(launches, progress)
         finally:
