@@ -31,18 +31,19 @@ from nnunet_losses.study.cli import main as study_main
 from nnunet_losses.study.collect import foreground_label_names, summary_dice
 from nnunet_losses.study.compare import markdown_table, summarise
 from nnunet_losses.study.executors import SubmititExecutor, split_cores
-from nnunet_losses.study.launch import RunLaunch
+from nnunet_losses.study.launch import RunLaunch, RunOutcome
+from nnunet_losses.study.progress import StudyProgress, finished_epochs
 from nnunet_losses.study.reports import write_cdf_report
 from nnunet_losses.study.runner import StudyBusyError, run_study, study_lock
-from nnunet_losses.study.runs import RunPaths, State, run_status, write_json
+from nnunet_losses.study.runs import RunPaths, State, run_status, study_statuses, write_json
 from nnunet_losses.study.spec import Run, StudySpec, load_spec, save_spec
 from nnunet_losses.study.status import status_report
 from nnunet_losses.nnunet.configuration import ConfigurationError
 
-from conftest import SMALL_PLANS
+from conftest import SMALL_PLANS, announce
 
 RRW, RWB, FAILING = "nnUNetTrainerRRW", "nnUNetTrainerRWBoundary", "nnUNetTrainerStudyFailing"
-TINY = ["-p", SMALL_PLANS, "--epochs", "1", "--iterations", "2", "--val-iterations", "1", "--device", "cpu"]
+TINY = ["-p", SMALL_PLANS, "--epochs", "1", "--iterations", "2", "--val-iterations", "1"]  # no --device: chosen automatically
 FAILING_MODULE = '''
 import os
 
@@ -101,10 +102,13 @@ class CdfStudy:
 
 
 @pytest.fixture(scope="module")
-def cdf_study(cardiac, study_env, tmp_path_factory) -> CdfStudy:
+def cdf_study(cardiac, study_env, tmp_path_factory, request) -> CdfStudy:
     study_dir = tmp_path_factory.mktemp("cdf") / "study"
     argv = ("cdf", "-d", str(cardiac.dataset_id), "-c", "2d", "--trainers", RRW, RWB, FAILING, "--seeds", "2", "--parallel", "2", "--out", str(study_dir), *TINY)
-    return CdfStudy(study_dir, argv, *invoke(*argv))
+    announce(request.config, f"[fixture cdf_study] nnunet-losses study cdf: 3 trainers x 2 seeds, 2 at a time, in {study_dir} ...")
+    study = CdfStudy(study_dir, argv, *invoke(*argv))
+    announce(request.config, f"[fixture cdf_study] exit status {study.code} ({study.seconds:.0f} s)")
+    return study
 
 
 # --- the CDF study through nnUNetv2_train ------------------------------------------------------
@@ -125,6 +129,30 @@ def test_each_run_trains_in_its_own_results_folder(cdf_study, cardiac):
             record = json.loads((paths.output_folder / "nnunet_losses_run.json").read_text())["runs"][-1]
             assert (record["trainer"], record["seed"], record["num_epochs"], record["num_iterations_per_epoch"]) == (trainer, seed, 1, 2)
     assert not any(cardiac.workspace.results.glob(f"{cardiac.name}/*StudyFailing*")), "runs must not write to the global nnUNet_results"
+
+
+@pytest.mark.nnunet
+def test_without_device_the_study_trains_on_cuda_if_visible_else_on_the_cpu(cdf_study):
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert "--device" not in cdf_study.argv
+    assert f"device: {expected} (" in cdf_study.output
+    commands = [path.read_text().split("\n=====")[1].splitlines()[0] for path in cdf_study.dir.glob("runs/*/*/train.log")]
+    assert len(commands) == 6 and all(command.endswith(f"-device {expected}") for command in commands), commands
+
+
+@pytest.mark.nnunet
+def test_progress_names_each_log_and_counts_the_epochs_of_nnunet_logs(cdf_study, cardiac):
+    spec = load_spec(cdf_study.dir)
+    for trainer, seed in ((RRW, 0), (RWB, 1)):
+        paths = RunPaths.of(cdf_study.dir, spec, Run(trainer, seed, 0))
+        assert f"started {trainer} seed {seed} fold 0; log: {paths.log}\n" in cdf_study.output
+        assert finished_epochs(paths.output_folder) == 1  # from nnU-Net's own training_log_*.txt
+    assert finished_epochs(RunPaths.of(cdf_study.dir, spec, Run(FAILING, 0, 0)).output_folder) == 0  # failed before epoch 0
+    log = RunPaths.of(cdf_study.dir, spec, Run(FAILING, 1, 0)).log
+    assert f"FAILED  {FAILING} seed 1 fold 0: RuntimeError: deliberate failure, seed 1" in cdf_study.output and f"(log: {log})" in cdf_study.output
+    assert f"cdf {cardiac.name}: epochs 4/4 (100 %); runs: 4 done, 0 running, 2 failed, 0 waiting; " in cdf_study.output
 
 
 @pytest.mark.nnunet
@@ -268,7 +296,7 @@ def test_compare_two_trainers_on_two_folds(cdf_study, cardiac, tmp_path):
         shutil.copytree(cdf_study.dir / "runs" / trainer / "seed_0_fold_0", study_dir / "runs" / trainer / "seed_0_fold_0")
     code, output, _ = invoke(
         "compare", "-d", str(cardiac.dataset_id), "-c", "2d", "--trainers", RRW, RWB, "--baseline", RRW,
-        "--folds", "0", "1", "--parallel", "2", "--out", str(study_dir), *TINY,
+        "--folds", "0", "1", "--parallel", "2", "--out", str(study_dir), "--device", "cpu", *TINY,
     )
     assert code == 0, output
     assert "2 done" in output and "2 to launch" in output
@@ -455,3 +483,72 @@ def test_study_json_round_trip_and_differences(tmp_path):
     assert set(spec.differences(StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A", "B"), (0, 1), (0, 1), 3, 10, None))) == {"kind", "seeds", "epochs"}
     with pytest.raises(ValueError, match="duplicates"):
         StudySpec("cdf", "D", "2d", "p", ("A", "A"), (0,), (0,))
+
+
+def _nnunet_epoch(log: Path, epoch: int, ended: bool) -> None:
+    """Append the lines nnU-Net's ``print_to_log_file`` writes when an epoch starts (and ends)."""
+    lines = [f"2026-11-30 13:12:32.906878: Epoch {epoch} ", "2026-11-30 13:12:32.906933: Current learning rate: 0.01 "]
+    if ended:
+        lines += ["2026-11-30 13:12:33.837247: Pseudo dice [np.float32(0.0822)] ", "2026-11-30 13:12:33.837301: Epoch time: 0.93 s "]
+    with open(log, "a") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def test_progress_line_every_30_seconds_from_the_logs_of_running_runs(tmp_path):
+    """Not a terminal: the bar's numbers as a line at start, then whenever 30 s have passed, and at the end."""
+    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (0, 1, 2), (0,), 4)
+    save_spec(spec, tmp_path)
+    paths = {seed: RunPaths.of(tmp_path, spec, Run("A", seed, 0)) for seed in (0, 1, 2)}
+    paths[0].validation.mkdir(parents=True)  # done before this invocation
+    paths[0].checkpoint_final.write_bytes(b"")
+    paths[0].summary.write_text("{}")
+    statuses = study_statuses(tmp_path, spec)
+    now = [0.0]
+    output = io.StringIO()
+    progress = StudyProgress(statuses, {Run("A", 1, 0), Run("A", 2, 0)}, 4, "cdf D", file=output, refresh_seconds=3600, clock=lambda: now[0])
+    running = paths[1]
+    running.output_folder.mkdir(parents=True)
+    write_json(running.running_marker, {"pid": 1})
+    log = running.output_folder / "training_log_2026_11_30_13_12_32.txt"
+    _nnunet_epoch(log, 0, ended=True)
+    _nnunet_epoch(log, 1, ended=False)  # epoch 1 runs: not counted yet
+    now[0] = 10.0
+    progress.started()
+    now[0] = 29.9
+    progress.poll()
+    now[0] = 30.0
+    progress.poll()
+    resumed = running.output_folder / "training_log_2026_11_30_13_20_00.txt"  # --c: a new log from epoch 2 on
+    _nnunet_epoch(resumed, 2, ended=True)
+    now[0] = 61.0
+    progress.poll()
+    running.running_marker.unlink()
+    _nnunet_epoch(resumed, 3, ended=True)
+    progress.finished(RunOutcome(Run("A", 1, 0), 0, 61.0, False))
+    now[0] = 75.0
+    progress.close()
+    assert output.getvalue().splitlines() == [
+        "cdf D: epochs 4/12 (33 %); runs: 1 done, 0 running, 0 failed, 2 waiting; 0:00 elapsed",
+        f"started A seed 1 fold 0; log: {running.log}",
+        "cdf D: epochs 5/12 (41 %); runs: 1 done, 1 running, 0 failed, 1 waiting; 0:30 elapsed",
+        "cdf D: epochs 7/12 (58 %); runs: 1 done, 1 running, 0 failed, 1 waiting; 1:01 elapsed",
+        "done    A seed 1 fold 0 (61 s)",
+        "cdf D: epochs 8/12 (66 %); runs: 2 done, 0 running, 0 failed, 1 waiting; 1:15 elapsed",
+    ]
+
+
+def test_progress_thread_rereads_the_logs_without_being_asked(tmp_path):
+    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (0,), (0,), 3)
+    paths = RunPaths.of(tmp_path, spec, Run("A", 0, 0))
+    output = io.StringIO()
+    progress = StudyProgress(study_statuses(tmp_path, spec), {Run("A", 0, 0)}, 3, "cdf D", file=output, refresh_seconds=0.05, line_seconds=0.05)
+    try:
+        paths.output_folder.mkdir(parents=True)
+        _nnunet_epoch(paths.output_folder / "training_log_1.txt", 0, ended=True)
+        _nnunet_epoch(paths.output_folder / "training_log_1.txt", 1, ended=True)
+        deadline = time.monotonic() + 20
+        while "epochs 2/3 (66 %)" not in output.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        progress.close()
+    assert "cdf D: epochs 2/3 (66 %); runs: 0 done, 0 running, 0 failed, 1 waiting;" in output.getvalue()

@@ -52,7 +52,11 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     budget.add_argument("--val-iterations", type=_positive, help="validation iterations per epoch (nnU-Net: 50)")
     run = parser.add_argument_group("execution")
     run.add_argument("--out", type=Path, help="study folder (default ./study_<kind>_<Dataset>_<configuration>)")
-    run.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="nnUNetv2_train -device (default cuda)")
+    run.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        help="nnUNetv2_train -device (default: cuda if a CUDA device is visible here, else cpu; cuda with --executor slurm)",
+    )
     run.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
     run.add_argument("--parallel", type=_positive, default=1, help="local: runs at a time, each pinned to its own share of the cores")
     run.add_argument("--retry-failed", action="store_true", help="relaunch failed runs (default: keep them as failed results)")
@@ -116,6 +120,22 @@ def _executor(args: argparse.Namespace, study_dir: Path) -> Executor:
         raise ConfigurationError("--executor slurm needs Slurm's sbatch, which is not on PATH here; run the study on a Slurm login node")
     gpus = args.gpus if args.device == "cuda" else 0
     return SubmititExecutor(study_dir / "submitit", "slurm", args.partition, gpus, args.time_limit, args.cpus_per_task)
+
+
+def choose_device(args: argparse.Namespace) -> str:
+    """``--device`` when given; otherwise cuda if a CUDA device is visible (always for Slurm jobs, which run elsewhere), else cpu."""
+    if args.device is not None:
+        return args.device
+    if args.executor == "slurm":
+        print("device: cuda (the default for --executor slurm; pass --device cpu for CPU jobs)")
+        return "cuda"
+    import torch
+
+    if torch.cuda.is_available():
+        print(f"device: cuda ({torch.cuda.device_count()} visible; pass --device cpu to train on the CPU)")
+        return "cuda"
+    print("device: cpu (no CUDA device is visible here; pass --device to choose)")
+    return "cpu"
 
 
 def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -198,5 +218,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses study") -
             print(f"error: {error}", file=sys.stderr)
             return 1
         return 0
+    args.device = choose_device(args)
     _check_usage(parser, args)
     return run_command(args)
