@@ -5,7 +5,8 @@
     nnunet-losses study status study_cdf_Dataset027_ACDC_2d
 
 Every run is nnU-Net's ``nnUNetv2_train`` with its own ``nnUNet_results`` below
-``<out>/runs/``. Invoking the same study again resumes it: finished and failed runs
+``<out>/runs/``, on ``--device``; without it, on CUDA when a CUDA device is visible and
+on the CPU otherwise (Slurm jobs: CUDA), and the study prints which. Invoking the same study again resumes it: finished and failed runs
 are kept (``--retry-failed`` relaunches failed ones), unfinished ones are restarted,
 from their last checkpoint when they have one. Exit status: 0 when every run is done, 1
 when some failed or did not finish (results are still written from the others) or
