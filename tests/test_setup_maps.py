@@ -125,7 +125,7 @@ def test_corrupt_map_is_reported_and_rewritten(restorable):
     case = restorable.case_identifiers()[0]
     path = store.path(case, "rrw")
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CorruptMapsError, match=f"rrw.*{case}.*unreadable.*Run: python setup_maps.py -d {restorable.dataset_name} -c 2d -p {SMALL_PLANS}"):
+    with pytest.raises(CorruptMapsError, match=f"rrw.*{case}.*damaged.*Run: nnunet-losses setup-maps -d {restorable.dataset_name} -c 2d -p {SMALL_PLANS}$"):
         store.verify(case, "rrw")
     summary = write_configuration_maps(restorable, progress=False)
     assert summary.written == 1
@@ -136,10 +136,10 @@ def test_missing_maps_error_names_the_command(restorable):
     store = MapStore(restorable)
     case = restorable.case_identifiers()[1]
     store.path(case, "signed_distance").unlink()
-    with pytest.raises(MissingMapsError, match="no 'signed_distance' map for case .*Run: python setup_maps.py"):
+    with pytest.raises(MissingMapsError, match="no 'signed_distance' map for case .*Run: nnunet-losses setup-maps"):
         store.verify_all(restorable.case_identifiers(), ("rrw", "signed_distance"))
     properties = restorable.load_properties(case)
-    with pytest.raises(MissingMapsError, match="Run: python setup_maps.py"):
+    with pytest.raises(MissingMapsError, match="Run: nnunet-losses setup-maps"):
         store.open(case, "signed_distance", (8, 64, 64), properties)
     write_configuration_maps(restorable, progress=False)
 
@@ -166,7 +166,7 @@ def test_disk_full_leaves_no_partial_file(restorable, monkeypatch):
 
     before = {p.name: p.stat().st_mtime_ns for p in store.folder.iterdir()}
     monkeypatch.setattr(map_store_module.blosc2, "asarray", full_disk)
-    with pytest.raises(MapWriteError, match="disk full .* No partial file was left .* run the same command again"):
+    with pytest.raises(MapWriteError, match="disk full .* Free some space; finished cases are kept and no partial file was left: run the same command again"):
         write_configuration_maps(restorable, overwrite=True, progress=False)
     after = {p.name: p.stat().st_mtime_ns for p in store.folder.iterdir()}
     assert after == before  # no partial file, and the existing maps are untouched
@@ -175,12 +175,12 @@ def test_disk_full_leaves_no_partial_file(restorable, monkeypatch):
 def test_unknown_dataset_configuration_and_plans(cardiac, python):
     env = cardiac.workspace.environment()
     result = setup_maps_cli(python, env, "-d", "999", "-c", "2d")
-    assert result.returncode == 1
-    assert f"Available: ['{cardiac.name}'" in result.stdout and "nnUNetv2_plan_and_preprocess -d 999" in result.stdout
+    assert (result.returncode, result.stdout) == (1, "")
+    assert f"Available: ['{cardiac.name}'" in result.stderr and "nnUNetv2_plan_and_preprocess -d 999" in result.stderr
     result = setup_maps_cli(python, env, "-d", str(cardiac.dataset_id), "-c", "3d_lowres")
-    assert "configuration '3d_lowres' is not in nnUNetPlans.json; available: ['2d', '3d_fullres']" in result.stdout
+    assert "configuration '3d_lowres' is not in nnUNetPlans.json; available: ['2d', '3d_fullres']" in result.stderr
     result = setup_maps_cli(python, env, "-d", str(cardiac.dataset_id), "-c", "2d", "-p", "nnUNetResEncPlans")
-    assert "plans 'nnUNetResEncPlans' not found" in result.stdout and "nnUNetSmallPlans" in result.stdout
+    assert "plans 'nnUNetResEncPlans' not found" in result.stderr and "nnUNetSmallPlans" in result.stderr
 
 
 def test_configuration_without_preprocessed_data(cardiac):
@@ -222,7 +222,7 @@ def test_repreprocessing_makes_changed_cases_stale(small_dataset, workspace):
     run_command(["nnUNetv2_preprocess", "-d", str(STALE_ID), "-c", "2d", "-np", "1"], workspace.environment())
 
     store = MapStore(config)
-    with pytest.raises(StaleMapsError, match=f"case {cases[0]} is stale: the preprocessed segmentation changed.*Run: python setup_maps.py"):
+    with pytest.raises(StaleMapsError, match=f"case {cases[0]} is stale: the preprocessed segmentation changed.*Run: nnunet-losses setup-maps"):
         store.verify(cases[0], "rrw")
     store.verify(cases[1], "rrw")  # rewritten by nnU-Net with the same labels: still valid
     with pytest.raises(StaleMapsError, match="1 of 3 cases"):

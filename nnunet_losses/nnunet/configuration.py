@@ -99,9 +99,18 @@ class PreprocessedConfiguration:
         return sorted(infer_dataset_class(str(self.data_folder)).get_identifiers(str(self.data_folder)))
 
     def setup_maps_command(self, *extra: str) -> str:
-        """The command that writes the maps of this configuration."""
+        """The command that writes the maps of this configuration, in the console form that works from any folder."""
         plans = "" if self.plans_name == "nnUNetPlans" else f" -p {self.plans_name}"
-        return " ".join([f"python setup_maps.py -d {self.dataset_name} -c {self.configuration}{plans}", *extra])
+        return " ".join([f"nnunet-losses setup-maps -d {self.dataset_name} -c {self.configuration}{plans}", *extra])
+
+    def require_label_based(self) -> None:
+        """Refuse a region-based dataset (labels given as lists of values): maps are defined per label."""
+        if self.label_manager.has_regions:
+            raise ConfigurationError(
+                f"{self.dataset_name} is region-based (dataset.json gives labels as lists of values, overlapping regions); "
+                "the maps and losses of nnunet-losses need one label per voxel. Train it with nnU-Net's own trainers, "
+                "or re-create it with one value per label"
+            )
 
 
 def configuration_from_managers(

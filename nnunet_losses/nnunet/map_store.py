@@ -10,18 +10,31 @@ Each file is a blosc2 array (float32, lossless ZSTD level 1 with byte shuffle: a
 as LZ4HC level 5 on distance maps and four times faster to write; chunks sized for
 nnU-Net's patch like its own files) with metadata in its ``vlmeta``: map kind, map format version,
 package version, spacing, spatial shape, number of classes, ignore label, whether it
-was computed per slice, and a fingerprint of the case's segmentation (size and mtime
-of ``<case>_seg.b2nd`` plus a hash of its content). A file is written under a temporary
-name and renamed into place, so a file with the final name is always complete.
+was computed per slice, a fingerprint of the case's segmentation (size and mtime
+of ``<case>_seg.b2nd`` plus a hash of its content) and a hash of the map's own values.
+A file is written under a temporary name (``<name>.partial-<pid>.b2nd``) and renamed
+into place, so a file with the final name is always complete. A write that fails (a
+full disk, a read-only folder) removes its temporary file and raises
+:class:`MapWriteError` naming the file and the reason, whatever exception blosc2 raised.
 
 Checks: :meth:`MapStore.verify` compares everything, re-hashing the segmentation only
 when its size or mtime changed (a re-preprocessing that reproduced the same labels
-keeps the maps valid); :meth:`MapStore.open` repeats the cheap checks on every load.
+keeps the maps valid); with ``content=True`` (what ``setup_maps`` does) it also
+decompresses the map and compares the hash of its values, which catches damaged data
+that still decodes. :meth:`MapStore.open` repeats the cheap checks on every load, and
+:meth:`MapStore.damaged` is the error for a map whose data cannot be read.
+
+Slicing: ``setup_maps.json`` in the maps folder records whether the maps were computed
+per slice, so the command printed in every error (:meth:`MapStore.fix_command`) and a
+plain re-run of ``setup_maps`` keep that choice.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +48,13 @@ from ..maps import get_map_kind
 from .configuration import PreprocessedConfiguration
 
 MAP_FOLDER_NAME = "nnunet_losses_maps"
-MAP_FORMAT_VERSION = 1
-"""Bumped whenever a map's definition changes; older files are then stale."""
+MAP_FORMAT_VERSION = 2
+"""Bumped whenever a map's definition or metadata changes; older files are then stale
+(version 2 added the hash of the values)."""
 METADATA_KEY = "nnunet_losses"
 TEMPORARY_MARKER = ".partial-"
+SLICING_RECORD = "setup_maps.json"
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class MapError(RuntimeError):
@@ -57,6 +73,10 @@ class CorruptMapsError(MapError):
     pass
 
 
+class MapWriteError(RuntimeError):
+    """Writing a map failed (full disk, read-only folder, ...); nothing partial is left."""
+
+
 def read_segmentation(seg_file: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """The content of a ``*_seg.b2nd`` file and its fingerprint: size and mtime (taken
     before reading, so a later rewrite is never mistaken for this content) and a BLAKE2
@@ -66,6 +86,14 @@ def read_segmentation(seg_file: Path) -> tuple[np.ndarray, dict[str, Any]]:
     digest = hashlib.blake2b(content.tobytes(), digest_size=16)
     digest.update(str((content.shape, content.dtype.str)).encode())
     return content, {"seg_size": stat.st_size, "seg_mtime_ns": stat.st_mtime_ns, "seg_hash": digest.hexdigest()}
+
+
+def values_hash(values: np.ndarray) -> str:
+    """BLAKE2 hash of a map's float32 values and shape: what a damaged file no longer reproduces."""
+    content = np.ascontiguousarray(values, dtype=np.float32)
+    digest = hashlib.blake2b(content.data, digest_size=16)
+    digest.update(str(content.shape).encode())
+    return digest.hexdigest()
 
 
 def segmentation_fingerprint(seg_file: Path) -> dict[str, Any]:
@@ -113,21 +141,25 @@ class MapStore:
     ) -> int:
         """Write one map atomically; returns the file size in bytes.
 
-        On any error (disk full, killed process aside) the temporary file is removed, so
-        no partial file remains under either name.
+        On any error the temporary file is removed, so no partial file remains under
+        either name; errors of the file system (full disk, no permission) become a
+        one-line :class:`MapWriteError`. Only a killed process leaves its temporary file,
+        which the next ``setup_maps`` removes.
         """
         final = self.path(case, kind)
         temporary = final.with_name(f"{final.stem}{TEMPORARY_MARKER}{os.getpid()}.b2nd")
-        chunks, blocks = chunking(array.shape, tuple(self.config.configuration_manager.patch_size))
+        values = np.ascontiguousarray(array, dtype=np.float32)
+        chunks, blocks = chunking(values.shape, tuple(self.config.configuration_manager.patch_size))
         metadata = {
             **self.expected_metadata(kind, per_slice, spacing),
-            "shape": list(array.shape[1:]),
+            "shape": list(values.shape[1:]),
             "package_version": __version__,
+            "values_hash": values_hash(values),
             **fingerprint,
         }
         try:
             stored = blosc2.asarray(
-                np.ascontiguousarray(array, dtype=np.float32),
+                values,
                 urlpath=str(temporary),
                 mode="w",
                 chunks=chunks,
@@ -137,33 +169,124 @@ class MapStore:
             stored.vlmeta[METADATA_KEY] = metadata
             del stored
             os.replace(temporary, final)
+        except Exception as error:
+            reason = self._write_failure(error, values.nbytes)
+            temporary.unlink(missing_ok=True)
+            if reason is None:
+                raise
+            raise MapWriteError(f"cannot write the {kind!r} map of case {case} to {final}: {reason}") from error
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
         return final.stat().st_size
 
+    def _write_failure(self, error: Exception, size: int) -> str | None:
+        """What a failed write means for the user, or ``None`` for an error that is not the file system's.
+
+        blosc2 reports a full disk as ``RuntimeError`` without an errno, so the free space
+        is measured while the temporary file still occupies it: less than the map's
+        uncompressed size left means the disk is (nearly) full.
+        """
+        rerun = "finished cases are kept and no partial file was left: run the same command again to resume"
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return f"disk full ({error.strerror}). Free some space; {rerun}"
+        if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{error.strerror}. Fix the folder's permissions; {rerun}"
+        free = shutil.disk_usage(self.folder).free
+        if free < size:
+            return f"disk full ({free / 2**20:.1f} MiB free; blosc2: {error}). Free some space; {rerun}"
+        if isinstance(error, OSError):
+            return f"{error.strerror or error}. {rerun}"
+        return None
+
     def remove_partial_files(self) -> int:
-        """Delete temporary files left by an interrupted run; returns how many."""
-        partial = list(self.folder.glob(f"*{TEMPORARY_MARKER}*")) if self.folder.is_dir() else []
-        for file in partial:
-            file.unlink(missing_ok=True)
-        return len(partial)
+        """Delete temporary files left by killed writers; returns how many.
+
+        A temporary file names its writer's pid: files of a process that is still
+        alive (another ``setup_maps``, or a worker of one) are left alone, and so are
+        files in a folder this process may not write (their names are never read as maps).
+        """
+        removed = 0
+        for file in self.folder.glob(f"*{TEMPORARY_MARKER}*") if self.folder.is_dir() else []:
+            if _writer_alive(file):
+                continue
+            try:
+                file.unlink(missing_ok=True)
+            except PermissionError:
+                continue
+            removed += 1
+        return removed
+
+    # --- the slicing chosen for this folder ----------------------------------------------------------
+
+    @property
+    def slicing_record(self) -> Path:
+        return self.folder / SLICING_RECORD
+
+    def recorded_per_slice(self) -> bool | None:
+        """Whether the last ``setup_maps`` on this folder computed maps per slice; ``None`` if unknown."""
+        try:
+            return bool(json.loads(self.slicing_record.read_text())["per_slice"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def record_per_slice(self, per_slice: bool) -> None:
+        """Record the slicing of this folder's maps (atomically)."""
+        temporary = self.slicing_record.with_name(f".{SLICING_RECORD}{TEMPORARY_MARKER}{os.getpid()}")
+        temporary.write_text(json.dumps({"per_slice": per_slice}) + "\n")
+        temporary.replace(self.slicing_record)
+
+    def existing_per_slice(self, kinds: tuple[str, ...]) -> set[bool]:
+        """The slicings recorded in the metadata of the readable maps of ``kinds`` in this folder."""
+        found: set[bool] = set()
+        for file in self.folder.glob("*__*.b2nd") if self.folder.is_dir() else []:
+            if TEMPORARY_MARKER in file.name or file.stem.rsplit("__", 1)[1] not in kinds:
+                continue
+            try:
+                array = blosc2.open(str(file), mode="r")  # held: its vlmeta dies with it
+                found.add(bool(array.vlmeta[METADATA_KEY]["per_slice"]))
+            except Exception:  # unreadable files are rewritten; they do not decide the slicing
+                continue
+        return found
 
     # --- checking and reading ----------------------------------------------------------------------
 
-    def _fix(self) -> str:
-        return self.config.setup_maps_command()
+    def fix_command(self) -> str:
+        """The command that (re)writes this folder's maps, with ``--per-slice`` when they are computed per slice."""
+        return self.config.setup_maps_command(*(["--per-slice"] if self.recorded_per_slice() else []))
+
+    def damaged(self, case: str, kind: str, error: BaseException | str) -> CorruptMapsError:
+        """The error for a map file that cannot be read or whose values changed; names the file and the fix.
+
+        Use it wherever a map is read: ``except Exception as e: raise store.damaged(case, kind, e) from e``.
+        """
+        detail = error if isinstance(error, str) else str(error).strip() or type(error).__name__
+        return CorruptMapsError(
+            f"the {kind!r} map of case {case} is damaged ({self.path(case, kind)}: {detail}). Run: {self.fix_command()}"
+        )
+
+    def missing(self, case: str, kind: str) -> MissingMapsError:
+        return MissingMapsError(f"no {kind!r} map for case {case} ({self.path(case, kind)}). Run: {self.fix_command()}")
 
     def read_metadata(self, case: str, kind: str) -> dict[str, Any]:
         """The metadata of a map file; Missing/CorruptMapsError with the fix otherwise."""
         file = self.path(case, kind)
         if not file.is_file():
-            raise MissingMapsError(f"no {kind!r} map for case {case} ({file}). Run: {self._fix()}")
+            raise self.missing(case, kind)
         try:
             array = blosc2.open(str(file), mode="r")
             return dict(array.vlmeta[METADATA_KEY])
         except Exception as error:  # blosc2 raises various types on damaged files
-            raise CorruptMapsError(f"the {kind!r} map of case {case} is unreadable ({file}: {error}). Run: {self._fix()}") from error
+            raise self.damaged(case, kind, error) from error
+
+    def check_values(self, case: str, kind: str, metadata: dict[str, Any]) -> None:
+        """Decompress the map and compare the hash of its values with the one written beside them."""
+        try:
+            values = blosc2.open(str(self.path(case, kind)), mode="r", dparams={"nthreads": 1})[:]
+        except Exception as error:  # blosc2 raises RuntimeError (and others) on damaged chunks
+            raise self.damaged(case, kind, error) from error
+        if values_hash(values) != metadata.get("values_hash"):
+            raise self.damaged(case, kind, "its values differ from those written (content hash mismatch)")
 
     def _check_metadata(
         self, case: str, kind: str, metadata: dict[str, Any], seg_shape: tuple[int, ...], spacing: tuple[float, ...]
@@ -175,11 +298,15 @@ class MapStore:
         if differences:
             raise StaleMapsError(
                 f"the {kind!r} map of case {case} is stale ({', '.join(differences)} differ from the preprocessed data, "
-                f"which was re-planned or re-preprocessed). Run: {self._fix()}"
+                f"which was re-planned or re-preprocessed). Run: {self.fix_command()}"
             )
 
-    def verify(self, case: str, kind: str) -> dict[str, Any]:
-        """Full check of one map against the current segmentation; returns its metadata."""
+    def verify(self, case: str, kind: str, content: bool = False) -> dict[str, Any]:
+        """Full check of one map against the current segmentation; returns its metadata.
+
+        ``content``: also decompress the map and check the hash of its values (about the
+        cost of reading the map once; ``setup_maps`` does it, training starts skip it).
+        """
         metadata = self.read_metadata(case, kind)
         seg_file = self.seg_file(case)
         spacing = self.config.case_spacing(self.config.load_properties(case))
@@ -189,20 +316,22 @@ class MapStore:
             if segmentation_fingerprint(seg_file)["seg_hash"] != metadata.get("seg_hash"):
                 raise StaleMapsError(
                     f"the {kind!r} map of case {case} is stale: the preprocessed segmentation changed since the maps "
-                    f"were written. Run: {self._fix()}"
+                    f"were written. Run: {self.fix_command()}"
                 )
+        if content:
+            self.check_values(case, kind, metadata)
         return metadata
 
-    def verify_all(self, cases: list[str], kinds: tuple[str, ...]) -> dict[str, bool]:
-        """Verify every (case, kind); returns ``{kind: per_slice}``. The first problem raises,
-        listing how many cases are affected."""
+    def verify_all(self, cases: list[str], kinds: tuple[str, ...], content: bool = False) -> dict[str, bool]:
+        """Verify every (case, kind) (``content``: see :meth:`verify`); returns ``{kind: per_slice}``.
+        The first problem raises, listing how many cases are affected."""
         per_slice: dict[str, bool] = {}
         for kind in kinds:
             get_map_kind(kind)
             problems: list[MapError] = []
             for case in cases:
                 try:
-                    per_slice.setdefault(kind, bool(self.verify(case, kind)["per_slice"]))
+                    per_slice.setdefault(kind, bool(self.verify(case, kind, content)["per_slice"]))
                 except MapError as error:
                     problems.append(error)
             if problems:
@@ -215,8 +344,26 @@ class MapStore:
         try:
             array = blosc2.open(str(file), mode="r", mmap_mode="r", dparams={"nthreads": 1})
         except FileNotFoundError:
-            raise MissingMapsError(f"no {kind!r} map for case {case} ({file}). Run: {self._fix()}") from None
+            raise self.missing(case, kind) from None
         except Exception as error:
-            raise CorruptMapsError(f"the {kind!r} map of case {case} is unreadable ({file}: {error}). Run: {self._fix()}") from error
-        self._check_metadata(case, kind, dict(array.vlmeta[METADATA_KEY]), seg_shape, self.config.case_spacing(properties))
+            raise self.damaged(case, kind, error) from error
+        try:
+            metadata = dict(array.vlmeta[METADATA_KEY])
+        except Exception as error:
+            raise self.damaged(case, kind, error) from error
+        self._check_metadata(case, kind, metadata, seg_shape, self.config.case_spacing(properties))
         return array
+
+
+def _writer_alive(temporary: Path) -> bool:
+    """Whether the process named in a temporary file's name (``...partial-<pid>...``) still runs."""
+    digits = temporary.name.split(TEMPORARY_MARKER, 1)[1].split(".", 1)[0]
+    if not digits.isdigit():
+        return False
+    try:
+        os.kill(int(digits), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return int(digits) != os.getpid()  # our own pid here is a dead writer's, reused

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses small-pla
     try:
         path = make_small_plans(args.dataset, args.configurations, args.features, args.batch_size, args.patch_size, args.source_plans, args.name)
     except ConfigurationError as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
     return 0
