@@ -1,157 +1,261 @@
-"""Maps through nnU-Net's own augmentation and deep-supervision transforms stay aligned with the target.
+"""Maps through nnU-Net's own pipelines, in every configuration nnU-Net has.
 
-The pipeline is nnU-Net's spatial part (SpatialTransform with nnU-Net's settings,
-but rotation and scaling forced on, MirrorTransform, RemoveLabelTansform,
-DownsampleSegForDSTransform) with the package's map transforms added exactly as the
-trainers add them. The image is all ones, so after augmentation it marks the voxels
-that come from inside the case (the rest is padding).
+Everything here is built by the trainers themselves, as ``nnUNetv2_train`` builds it:
+``trainer.initialize()``, then nnU-Net's ``get_dataloaders()`` (its ``nnUNetDataLoader``,
+its ``get_training_transforms`` / ``get_validation_transforms`` with the arguments nnU-Net
+computes, the package's map transforms added by the trainer). Only probabilities of
+nnU-Net's ``SpatialTransform`` are forced where a test needs a known zoom or no
+interpolation.
+
+The dataset (ACDC-like, with an ignore label on the first slice) is preprocessed by
+nnU-Net for 2d and 3d_fullres; a plans variant adds, as nnU-Net's planner would for
+larger images, a ``3d_lowres`` stage (preprocessed by ``nnUNetv2_preprocess``) with its
+``3d_cascade_fullres`` next stage, and a near-isotropic 3d patch (``3d_isotropic``) whose
+augmentation is fully 3D, while ``3d_fullres`` (patch short along the first axis) uses
+nnU-Net's dummy-2D augmentation.
 """
 from __future__ import annotations
 
-import edt
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import blosc2
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
-from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgenerators.utilities.file_and_folder_operations import load_json
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
-from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
-from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
-from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
-from scipy.ndimage import binary_erosion, gaussian_filter
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert3DTo2DTransform
 
-from nnunet_losses.maps import is_rectified, own_class_distance, rrw_compact, signed_distance_map
-from nnunet_losses.losses import rrw_from_compact
-from nnunet_losses.nnunet.map_layout import MapLayout
-from nnunet_losses.nnunet.transforms import add_map_transforms, downsample_like_segmentation, zoom_factor
+from nnunet_losses.losses import RegionWiseLoss
+from nnunet_losses.nnunet.configuration import load_configuration
+from nnunet_losses.nnunet.map_layout import compute_map_stack
+from nnunet_losses.nnunet.setup_maps import write_configuration_maps
+from nnunet_losses.nnunet.small_plans import make_small_plans
+from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
+from nnunet_losses.nnunet.transforms import ZoomRecordingSpatialTransform
+from nnunet_losses.synthetic import write_raw_dataset
 
+from conftest import run_command
+
+pytestmark = pytest.mark.nnunet
+
+DATASET_ID = 204
+PLANS = "nnUNetPipelinePlans"
+IGNORE = 4
 NUM_CLASSES = 4
-SPACING = (1.1, 1.1)  # isotropic in the rotation plane, as in nnU-Net 2d configurations (see transforms.py)
-DS_SCALES = [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]]
-LAYOUT = MapLayout(("rrw", "signed_distance"), NUM_CLASSES)
+DUMMY_2D = {"2d": False, "3d_fullres": True, "3d_isotropic": False, "3d_lowres": False, "3d_cascade_fullres": True}
+CONFIGURATIONS = tuple(DUMMY_2D)
 
 
-def case_labels(seed: int) -> np.ndarray:
-    """Smooth multi-class regions, all classes present, on a 96 x 96 case."""
-    rng = np.random.default_rng(seed)
-    fields = np.stack([gaussian_filter(rng.standard_normal((96, 96)), 5.0) for _ in range(NUM_CLASSES)])
-    labels = fields.argmax(0)
-    assert np.all(np.bincount(labels.ravel(), minlength=NUM_CLASSES) > 200)
-    return labels
+class nnUNetTrainerPipelineMaps(nnUNetTrainerLosses):
+    """RW loss on RRW and on RW-Boundary maps: both stored kinds, ``rrw`` (scale-free) and ``signed_distance`` (mm)."""
+
+    def loss_terms(self):
+        return {"rrw": RegionWiseLoss("rrw"), "rwb": RegionWiseLoss("rw_boundary")}
 
 
-def augment(labels: np.ndarray, maps: np.ndarray, zoom: float, seed: int, mode: str = "precomputed"):
-    """Run the patch through the pipeline; returns (targets per scale, maps per scale, valid mask, zoom)."""
-    spatial = SpatialTransform(
-        (64, 64), patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0,
-        p_rotation=1.0, rotation=(-np.pi, np.pi), p_scaling=1.0, scaling=(zoom, zoom),
-        p_synchronize_scaling_across_axes=1, bg_style_seg_sampling=False,
-        border_mode_seg="constant", padding_value_seg=-1,
-    )
-    pipeline = ComposeTransforms([spatial, MirrorTransform(allowed_axes=(0, 1)), RemoveLabelTansform(-1, 0), DownsampleSegForDSTransform(ds_scales=DS_SCALES)])
-    pipeline = add_map_transforms(pipeline, LAYOUT, mode, 1, SPACING, None, DS_SCALES)
-    image = torch.ones((1, *labels.shape))
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    params = {}
-    original = spatial.get_parameters
-    spatial.get_parameters = lambda **d: params.setdefault("p", original(**d))
-    if mode == "precomputed":
-        out = pipeline(image=torch.cat([image, torch.from_numpy(maps)]), segmentation=torch.from_numpy(labels[None]).short())
-    else:
-        out = pipeline(image=image, segmentation=torch.from_numpy(labels[None]).short())
-    targets, stacked = out["segmentation"][:3], out["segmentation"][3:]
-    valid = out["image"][0].numpy() > 0.999
-    return [t[0].numpy() for t in targets], [m.numpy() for m in stacked], valid, zoom_factor(params["p"]["affine"])
+class nnUNetTrainerPipelineMapsOnTheFly(nnUNetTrainerPipelineMaps):
+    map_mode = "on_the_fly"
 
 
-def interior(labels: np.ndarray, valid: np.ndarray, margin: int = 2) -> np.ndarray:
-    """Valid voxels whose (2*margin+1)^2 neighbourhood holds a single class: away from borders."""
-    structure = np.ones((2 * margin + 1,) * 2, dtype=bool)
-    keep = np.zeros_like(valid)
-    for k in range(NUM_CLASSES):
-        keep |= binary_erosion(labels == k, structure, border_value=0)
-    return keep & binary_erosion(valid, structure, border_value=0)
+@pytest.fixture(scope="module")
+def pipeline_dataset(workspace):
+    """Raw data with an ignore label -> nnU-Net plan + preprocess -> plans variant with lowres/cascade/isotropic -> maps."""
+    folder = write_raw_dataset("cardiac", workspace.raw, DATASET_ID, 5, seed=DATASET_ID, shape=(8, 48, 48))
+    for label_file in (folder / "labelsTr").glob("*.nii.gz"):  # the annotator skipped the first slice
+        image = sitk.ReadImage(str(label_file))
+        labels = sitk.GetArrayFromImage(image)
+        labels[0] = IGNORE
+        edited = sitk.GetImageFromArray(labels)
+        edited.CopyInformation(image)
+        sitk.WriteImage(edited, str(label_file))
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json["labels"]["ignore"] = IGNORE
+    (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    env = workspace.environment()
+    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "3d_fullres", "-np", "1"], env)
+
+    plans_file = make_small_plans(DATASET_ID, ("2d", "3d_fullres"), features=(8, 16, 32), batch_size=2, target_plans=PLANS)
+    plans = json.loads(plans_file.read_text())
+    configurations = plans["configurations"]
+    fullres = configurations["3d_fullres"]
+    assert fullres["patch_size"][0] * 3 < max(fullres["patch_size"]), "3d_fullres must use dummy-2D augmentation"
+    low_spacing = [fullres["spacing"][0]] + [2 * s for s in fullres["spacing"][1:]]
+    configurations["3d_lowres"] = {
+        "inherits_from": "3d_fullres",
+        "data_identifier": f"{PLANS}_3d_lowres",
+        "spacing": low_spacing,
+        "patch_size": [fullres["patch_size"][0], 24, 24],
+        "next_stage": ["3d_cascade_fullres"],
+    }
+    configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    configurations["3d_isotropic"] = {"inherits_from": "3d_fullres", "patch_size": [fullres["patch_size"][0], 16, 16]}
+    plans_file.write_text(json.dumps(plans, indent=2))
+    run_command(["nnUNetv2_preprocess", "-d", str(DATASET_ID), "-plans_name", PLANS, "-c", "3d_lowres", "-np", "1"], env)
+
+    for configuration in ("2d", "3d_fullres", "3d_lowres"):
+        config = load_configuration(DATASET_ID, configuration, PLANS)
+        assert config.ignore_label == IGNORE and config.num_classes == NUM_CLASSES
+        write_configuration_maps(config, progress=False)
+    write_previous_stage(workspace.results, load_configuration(DATASET_ID, "3d_fullres", PLANS))
+    return folder.name
 
 
-@pytest.mark.parametrize("zoom", [0.75, 1.0, 1.3])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_precomputed_maps_follow_the_augmented_target(zoom, seed):
-    labels = case_labels(seed)
-    rrw = rrw_compact(labels, NUM_CLASSES, SPACING)
-    sd = signed_distance_map(labels, NUM_CLASSES, SPACING)
-    class_max = {k: own_class_distance(labels, SPACING)[labels == k].max() for k in range(NUM_CLASSES)}
-    targets, maps, valid, applied_zoom = augment(labels, np.concatenate([rrw, sd]), zoom, seed)
-    assert applied_zoom == pytest.approx(zoom)
-    for scale, (target, stacked) in enumerate(zip(targets, maps)):
-        assert stacked.shape == (LAYOUT.num_channels, *target.shape)
-        factor = 2**scale
-        valid_here = downsample_like_segmentation(torch.from_numpy(valid[None]).float(), DS_SCALES[scale])[0].numpy() > 0.5
-        inside = interior(target, valid_here, margin=1 if scale else 2)
-        assert inside.sum() > (20 if scale == 0 else 0)
-        split = LAYOUT.split(stacked[None])
-        phi = split["signed_distance"][0]
-        # sign: negative exactly inside the target's class, positive outside, away from class borders
-        for k in range(NUM_CLASSES):
-            assert np.all(phi[k][inside & (target == k)] < 0)
-            assert np.all(phi[k][inside & (target != k)] > 0)
-        # magnitude: distances recomputed on the augmented target, in the patch's mm
-        patch_spacing = [s * factor for s in SPACING]
-        recomputed = signed_distance_map(target, NUM_CLASSES, patch_spacing)
-        own = own_class_distance(target, patch_spacing)
-        # only where the nearest visible boundary is nearer than the patch edge or the padding,
-        # so the patch shows the true nearest boundary
-        edge = edt.edt(valid_here.astype(np.uint8), anisotropy=patch_spacing, black_border=True)
-        far_from_patch_edge = (own < edge) & inside
-        # boundaries are quantised on both grids (case and rotated patch): up to a voxel diagonal each
-        tolerance = 2 * np.hypot(*patch_spacing) + 0.1 * np.abs(recomputed)
-        for k in range(NUM_CLASSES):
-            near = far_from_patch_edge & (target == k)
-            assert np.all(np.abs(phi[k][near] - recomputed[k][near]) <= tolerance[k][near])
-        if scale == 0:  # the zoom correction: deep distances agree in scale (uncorrected, the ratio would be the zoom)
-            deep = np.stack([far_from_patch_edge & (np.abs(recomputed[k]) > 5) & (np.abs(recomputed[k]) < edge) for k in range(NUM_CLASSES)])
-            assert np.median(phi[deep] / recomputed[deep]) == pytest.approx(1.0, abs=0.08)
-        # RRW: negative where the image is, rectified, and its value is the own-class distance normalised
-        v = split["rrw"][0, 0]
-        assert np.all(v[valid_here] < 0)
-        full = rrw_from_compact(torch.from_numpy(split["rrw"]), torch.nn.functional.one_hot(torch.from_numpy(target).long(), NUM_CLASSES).permute(2, 0, 1)[None].float())[0].numpy()
-        assert is_rectified(full, target)
-        expected = -own * zoom / np.array([class_max[k] for k in range(NUM_CLASSES)])[target]
-        close = inside & far_from_patch_edge
-        tolerance = 2 * np.hypot(*patch_spacing) * zoom / np.array([class_max[k] for k in range(NUM_CLASSES)])[target] + 0.05
-        assert np.all(np.abs(v[close] - expected[close]) <= tolerance[close])
-        if scale == 0:
-            deep_rrw = close & (own > 5)
-            assert np.median(v[deep_rrw] / expected[deep_rrw]) == pytest.approx(1.0, abs=0.08)
+def write_previous_stage(results: Path, config) -> None:
+    """What the 3d_lowres stage would hand the cascade: a segmentation per case at full resolution, in nnU-Net's
+    ``predicted_next_stage`` folder of each trainer class used here (nnU-Net names that folder after the trainer)."""
+    for trainer in (nnUNetTrainerPipelineMaps, nnUNetTrainerPipelineMapsOnTheFly):
+        target = results / config.dataset_folder.name / f"{trainer.__name__}__{PLANS}__3d_lowres" / "predicted_next_stage" / "3d_cascade_fullres"
+        target.mkdir(parents=True, exist_ok=True)
+        for case in config.case_identifiers():
+            seg = np.asarray(blosc2.open(str(config.data_folder / f"{case}_seg.b2nd"), mode="r")[0])
+            previous = np.where((seg < 0) | (seg == IGNORE), 0, seg).astype(np.int16)
+            blosc2.asarray(np.ascontiguousarray(np.roll(previous, 1, axis=-1)), urlpath=str(target / f"{case}.b2nd"), mode="w")
 
 
+def build_trainer(trainer_class, configuration: str, dataset_name: str, monkeypatch) -> nnUNetTrainerLosses:
+    """The trainer as nnUNetv2_train builds it (CPU, augmentation in this process), initialised."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    from nnunet_losses.nnunet.configuration import preprocessed_root
+
+    folder = preprocessed_root() / dataset_name
+    plans = load_json(str(folder / f"{PLANS}.json"))
+    plans["continue_training"] = False
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = trainer_class(plans, configuration, 0, load_json(str(folder / "dataset.json")), torch.device("cpu"))
+        trainer.initialize()
+    return trainer
+
+
+def loaders(trainer):
+    with contextlib.redirect_stdout(io.StringIO()):
+        train, val = trainer.get_dataloaders()
+    return train.data_loader, val.data_loader
+
+
+def spatial_transform(pipeline) -> SpatialTransform:
+    wrapped = [t for t in pipeline.transforms if isinstance(t, ZoomRecordingSpatialTransform)]
+    assert len(wrapped) == 1, "the trainer must wrap nnU-Net's one SpatialTransform"
+    return wrapped[0].spatial
+
+
+def split_target(trainer, target: list) -> tuple[list, list]:
+    half = len(target) // 2
+    assert half == len(trainer._get_deep_supervision_scales())
+    return target[:half], target[half:]
+
+
+# --- the zoom correction: right in every configuration, per channel ------------------------------------------------
+
+
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
 @pytest.mark.parametrize("zoom", [0.8, 1.25])
-def test_zoom_divides_mm_channels_only(zoom):
-    """A constant 10 mm map reads 10 / zoom mm in the patch; the normalised RRW channel is unchanged."""
-    labels = case_labels(2)
-    maps = np.concatenate([np.full((1, 96, 96), -0.5, np.float32), np.full((NUM_CLASSES, 96, 96), 10.0, np.float32)])
-    _, stacked, valid, applied = augment(labels, maps, zoom, 8)
-    inner = binary_erosion(valid, np.ones((3, 3), dtype=bool))
-    np.testing.assert_allclose(stacked[0][0][inner], -0.5, rtol=1e-5)
-    np.testing.assert_allclose(stacked[0][1:][:, inner], 10.0 / applied, rtol=1e-5)
+def test_constant_mm_map_reads_value_over_zoom_in_every_channel_and_slice(pipeline_dataset, monkeypatch, configuration, zoom):
+    """A constant 10 mm signed-distance map comes out as 10 / zoom everywhere, the RRW channel (-0.5) untouched,
+    through the trainer's own training pipeline with nnU-Net's SpatialTransform forced to zoom."""
+    trainer = build_trainer(nnUNetTrainerPipelineMaps, configuration, pipeline_dataset, monkeypatch)
+    rotation, dummy_2d, initial_patch, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    assert dummy_2d == DUMMY_2D[configuration]
+    pipeline = trainer.get_training_transforms(
+        trainer.configuration_manager.patch_size, rotation, trainer._get_deep_supervision_scales(), mirror_axes, dummy_2d,
+        use_mask_for_norm=trainer.configuration_manager.use_mask_for_norm, is_cascaded=trainer.is_cascaded,
+        foreground_labels=trainer.label_manager.foreground_labels, ignore_label=trainer.label_manager.ignore_label,
+    )
+    assert any(isinstance(t, Convert3DTo2DTransform) for t in pipeline.transforms) == dummy_2d
+    spatial = spatial_transform(pipeline)
+    spatial.p_rotation, spatial.p_scaling, spatial.scaling = 0.0, 1.0, (zoom, zoom)
+
+    layout = trainer.map_layout
+    patch = tuple(int(p) for p in initial_patch)
+    image_channels = len(trainer.dataset_json["channel_names"])
+    maps = torch.empty((layout.num_channels, *patch))
+    maps[layout.channels("rrw")] = -0.5
+    maps[layout.channels("signed_distance")] = 10.0
+    rng = np.random.default_rng(0)
+    labels = torch.from_numpy(rng.integers(0, NUM_CLASSES, (2 if trainer.is_cascaded else 1, *patch))).short()
+    out = pipeline(image=torch.cat([torch.rand((image_channels, *patch)), maps]), segmentation=labels)
+
+    assert out["image"].shape[0] == trainer.num_input_channels  # no map channel reaches the network
+    segs, stacked = split_target(trainer, out["segmentation"])
+    for seg, scale_maps in zip(segs, stacked):
+        assert scale_maps.shape == (layout.num_channels, *seg.shape[1:])
+        # Where zooming out reaches past the loaded patch, zero padding enters both channels with the same
+        # interpolation weight w: RRW reads -0.5 w and the distances 10 w / zoom, in every channel and slice.
+        weight = scale_maps[layout.channels("rrw")].numpy() / -0.5
+        distances = scale_maps[layout.channels("signed_distance")].numpy()
+        np.testing.assert_allclose(distances, np.broadcast_to(weight * 10.0 / zoom, distances.shape), rtol=1e-5, atol=1e-5)
+        inside = np.isclose(weight[0], 1.0, rtol=1e-6, atol=0)  # RRW never rescaled: exactly -0.5 inside
+        assert inside.mean() > (0.999 if zoom < 1 else 0.5)
+        np.testing.assert_allclose(distances[:, inside], 10.0 / zoom, rtol=1e-6)
 
 
-def test_on_the_fly_maps_equal_maps_of_the_augmented_target():
-    labels = case_labels(5)
-    targets, maps, _, _ = augment(labels, None, 1.1, 6, mode="on_the_fly")
-    for scale, (target, stacked) in enumerate(zip(targets, maps)):
-        spacing = [s * 2**scale for s in SPACING]
-        np.testing.assert_allclose(stacked[0], rrw_compact(target.astype(np.int64), NUM_CLASSES, spacing)[0], atol=1e-6)
-        np.testing.assert_allclose(stacked[1:], signed_distance_map(target.astype(np.int64), NUM_CLASSES, spacing), atol=1e-5)
+# --- the real data loaders: maps aligned with the target at every scale ------------------------------------------
 
 
-def test_deep_supervision_maps_come_from_the_same_voxels_as_the_target():
-    """Each coarse map voxel is the full-resolution map at the voxel nnU-Net picked for the target."""
-    labels = case_labels(4)
-    maps = np.concatenate([rrw_compact(labels, NUM_CLASSES, SPACING), signed_distance_map(labels, NUM_CLASSES, SPACING)])
-    _, stacked, _, _ = augment(labels, maps, 1.1, 9)
-    index_image = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 64, 64)
-    picked = DownsampleSegForDSTransform(ds_scales=DS_SCALES)(segmentation=index_image)["segmentation"]
-    for scale in range(1, len(DS_SCALES)):
-        source = picked[scale][0].long().numpy()
-        expected = stacked[0].reshape(LAYOUT.num_channels, -1)[:, source]
-        np.testing.assert_array_equal(stacked[scale], expected)
+def assert_maps_follow_target(trainer, batch: dict) -> None:
+    """Without interpolation, every voxel's maps are the stored maps of the voxel its label came from: the signed
+    distance is negative exactly at the voxel's own class (all positive at ignored voxels, a class of their own for
+    the distances), RRW is in [-1, 0); padding (all maps 0) is background."""
+    layout = trainer.map_layout
+    segs, stacked = split_target(trainer, batch["target"])
+    assert batch["data"].shape[1] == trainer.num_input_channels
+    for seg, scale_maps in zip(segs, stacked):
+        assert scale_maps.shape == (seg.shape[0], layout.num_channels, *seg.shape[2:])
+        split = layout.split(scale_maps.numpy())
+        phi, rrw, labels = split["signed_distance"], split["rrw"][:, 0], seg[:, 0].numpy()
+        padding = np.all(scale_maps.numpy() == 0, axis=1)
+        assert np.all(labels[padding] == 0)
+        inside = ~padding
+        assert np.any(inside & (labels != IGNORE))
+        for k in range(NUM_CLASSES):
+            assert np.all(phi[:, k][inside & (labels == k)] < 0)
+            assert np.all(phi[:, k][inside & (labels != k)] > 0)
+        annotated = inside & (labels != IGNORE)
+        assert np.all(rrw[annotated] < 0) and np.all(rrw[annotated] >= -1)
+
+
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_data_loader_maps_stay_aligned_at_every_scale(pipeline_dataset, monkeypatch, configuration):
+    trainer = build_trainer(nnUNetTrainerPipelineMaps, configuration, pipeline_dataset, monkeypatch)
+    train, val = loaders(trainer)
+    spatial = spatial_transform(train.transforms)
+    spatial.p_rotation = spatial.p_scaling = 0.0  # crops and mirrors only: values move, none is interpolated
+    torch.manual_seed(0)
+    np.random.seed(0)
+    for _ in range(3):
+        assert_maps_follow_target(trainer, next(train))
+    assert_maps_follow_target(trainer, next(val))
+
+
+@pytest.mark.parametrize("configuration", ["2d", "3d_fullres", "3d_cascade_fullres"])
+def test_augmented_batches_keep_rrw_rectified(pipeline_dataset, monkeypatch, configuration):
+    """With nnU-Net's augmentation as configured (rotation, zoom), RRW stays in [-1, 0) wherever the case is."""
+    trainer = build_trainer(nnUNetTrainerPipelineMaps, configuration, pipeline_dataset, monkeypatch)
+    train, _ = loaders(trainer)
+    spatial = spatial_transform(train.transforms)
+    spatial.p_rotation = spatial.p_scaling = 1.0
+    np.random.seed(1)
+    batch = next(train)
+    _, stacked = split_target(trainer, batch["target"])
+    rrw = trainer.map_layout.split(stacked[0].numpy())["rrw"]
+    assert rrw.min() >= -1.0 and rrw.max() <= 1.0 + 1e-6
+    assert np.any(rrw < 0)
+
+
+@pytest.mark.parametrize("configuration", ["2d", "3d_fullres", "3d_cascade_fullres"])
+def test_on_the_fly_maps_equal_maps_of_the_augmented_target(pipeline_dataset, monkeypatch, configuration):
+    trainer = build_trainer(nnUNetTrainerPipelineMapsOnTheFly, configuration, pipeline_dataset, monkeypatch)
+    train, _ = loaders(trainer)
+    np.random.seed(2)
+    batch = next(train)
+    segs, stacked = split_target(trainer, batch["target"])
+    spacing = trainer.configuration_manager.spacing
+    for seg, scale_maps, scale in zip(segs, stacked, trainer._get_deep_supervision_scales()):
+        patch_spacing = [s / f for s, f in zip(spacing, scale)]
+        for item in range(seg.shape[0]):
+            expected = compute_map_stack(seg[item, 0].numpy(), trainer.map_layout.kinds, NUM_CLASSES, IGNORE, patch_spacing)
+            np.testing.assert_array_equal(scale_maps[item].numpy(), np.concatenate([expected[k] for k in trainer.map_layout.kinds]))

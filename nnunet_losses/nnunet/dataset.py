@@ -1,18 +1,28 @@
 """Precomputed maps enter nnU-Net's data loader as extra image channels.
 
-nnU-Net's data loader crops ``data`` and ``seg`` of a case with one bounding box and
-hands only ``image`` and ``segmentation`` to the transforms. :class:`MapAttachingDataset`
-wraps nnU-Net's dataset so that ``load_case`` returns the image with the case's maps
-stacked behind its channels, lazily: the loader's own crop then cuts the maps with the
-same box and pads them with zeros exactly where it pads the image. The first transform
-of the pipeline (:class:`~.transforms.SplitMapsFromImage`) moves those channels into
-the ``regression_target`` that batchgenerators carries through spatial and mirror
+nnU-Net's data loader (``nnunetv2/training/dataloading/data_loader.py``,
+``nnUNetDataLoader.generate_train_batch``) crops ``data`` and ``seg`` of a case with one
+bounding box through ``acvl_utils``' ``crop_and_pad_nd`` (which slices the array once
+with the in-bounds box and pads the rest) and hands only ``image`` and ``segmentation``
+to the transforms. :class:`MapAttachingDataset` wraps nnU-Net's dataset so that
+``load_case`` returns the image with the case's maps stacked behind its channels,
+lazily: the loader's own crop then reads the maps of exactly that box and pads them
+with zeros exactly where it pads the image. The first transform of the pipeline
+(:class:`~.transforms.SplitMapsFromImage`) moves those channels into the
+``regression_target`` that batchgenerators carries through spatial and mirror
 augmentation. nnU-Net's data loader itself is used unchanged.
+
+Cost, in the augmentation workers (what a GPU waits for): each worker opens and checks a
+case's map files once and keeps them open (:class:`OpenMaps`), a crop reads only the
+box from the (uncompressed, memory-mapped) map files, and image and maps are written
+into one preallocated float32 array: no concatenation, no dtype conversion.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
+import blosc2
 import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetBaseDataset
 
@@ -20,22 +30,62 @@ from .map_store import MapStore
 
 
 class ImageWithMaps:
-    """A lazy ``(C_image + C_maps, *spatial)`` array: slicing reads only the requested box."""
+    """A lazy ``(C_image + C_maps, *spatial)`` float32 array: slicing reads only the requested box."""
 
-    def __init__(self, image, maps: Sequence) -> None:
+    def __init__(self, image, maps: Sequence, case: str, store: MapStore, kinds: Sequence[str]) -> None:
         self.image = image
         self.maps = list(maps)
+        self.case = case
+        self.store = store
+        self.kinds = tuple(kinds)
         self.num_image_channels = image.shape[0]
         self.shape = (self.num_image_channels + sum(m.shape[0] for m in self.maps), *image.shape[1:])
         self.dtype = np.dtype(np.float32)
         self.ndim = len(self.shape)
 
     def __getitem__(self, index) -> np.ndarray:
-        if not isinstance(index, tuple):
-            index = (index,)
-        channel_index, spatial = index[0], (slice(None), *index[1:])
-        parts = [np.asarray(self.image[spatial], dtype=np.float32)] + [np.asarray(m[spatial], dtype=np.float32) for m in self.maps]
-        return np.concatenate(parts)[channel_index]
+        index = index if isinstance(index, tuple) else (index,)
+        channel_index, spatial = index[0], tuple(index[1:])
+        spatial += (slice(None),) * (self.ndim - 1 - len(spatial))
+        if not all(isinstance(s, slice) and s.step in (None, 1) for s in spatial):
+            raise IndexError(f"ImageWithMaps supports box crops only, got {index}")
+        box = (slice(None), *spatial)
+        box_shape = tuple(len(range(*s.indices(n))) for s, n in zip(spatial, self.shape[1:]))
+        out = np.empty((self.shape[0], *box_shape), dtype=np.float32)
+        out[: self.num_image_channels] = self.image[box]
+        start = self.num_image_channels
+        for kind, values in zip(self.kinds, self.maps):
+            end = start + values.shape[0]
+            try:
+                out[start:end] = values[box]
+            except Exception as error:  # blosc2 raises RuntimeError and others on damaged data
+                raise self.store.damaged(self.case, kind, error) from error
+            start = end
+        return out if channel_index == slice(None) else out[channel_index]
+
+
+class OpenMaps:
+    """The map files of the most recently used cases, opened and checked once per process.
+
+    nnU-Net's augmentation workers are forked from the trainer; each keeps its own handles.
+    At most ``capacity`` cases stay open (least recently used are closed first).
+    """
+
+    def __init__(self, store: MapStore, kinds: Sequence[str], capacity: int = 512) -> None:
+        self.store = store
+        self.kinds = tuple(kinds)
+        self.capacity = capacity
+        self._cases: OrderedDict[str, list[blosc2.NDArray]] = OrderedDict()
+
+    def get(self, case: str, seg_shape: tuple[int, ...], properties: dict) -> list[blosc2.NDArray]:
+        if case in self._cases:
+            self._cases.move_to_end(case)
+            return self._cases[case]
+        arrays = [self.store.open(case, kind, seg_shape, properties) for kind in self.kinds]
+        self._cases[case] = arrays
+        if len(self._cases) > self.capacity:
+            self._cases.popitem(last=False)
+        return arrays
 
 
 class MapAttachingDataset:
@@ -46,12 +96,12 @@ class MapAttachingDataset:
         self.store = store
         self.kinds = tuple(kinds)
         self.identifiers = dataset.identifiers
+        self.open_maps = OpenMaps(store, self.kinds)
 
     def load_case(self, identifier: str):
         data, seg, seg_prev, properties = self.dataset.load_case(identifier)
-        spatial_shape = tuple(seg.shape[1:])
-        maps = [self.store.open(identifier, kind, spatial_shape, properties) for kind in self.kinds]
-        return ImageWithMaps(data, maps), seg, seg_prev, properties
+        maps = self.open_maps.get(identifier, tuple(seg.shape[1:]), properties)
+        return ImageWithMaps(data, maps, identifier, self.store, self.kinds), seg, seg_prev, properties
 
     def __getitem__(self, identifier: str):
         return self.load_case(identifier)

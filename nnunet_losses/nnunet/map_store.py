@@ -6,9 +6,11 @@ every ``*.b2nd`` there for a case and asserts a single file ending, and it delet
 folder when preprocessing is re-run. Out here they survive re-preprocessing and are
 then detected as stale.
 
-Each file is a blosc2 array (float32, lossless ZSTD level 1 with byte shuffle: as small
-as LZ4HC level 5 on distance maps and four times faster to write; chunks sized for
-nnU-Net's patch like its own files) with metadata in its ``vlmeta``: map kind, map format version,
+Each file is a blosc2 array (float32, stored uncompressed: the augmentation workers
+read a patch's box of every map for every sample, and a memory-mapped uncompressed box
+reads about ten times faster than a ZSTD level 1 one -- what a GPU waits for --, at
+about twice the bytes on disk: ``benchmarks/data_loading.py``, README; chunks sized
+for nnU-Net's patch like its own files) with metadata in its ``vlmeta``: map kind, map format version,
 package version, spacing, spatial shape, number of classes, ignore label, whether it
 was computed per slice, a fingerprint of the case's segmentation (size and mtime
 of ``<case>_seg.b2nd`` plus a hash of its content) and a hash of the map's own values.
@@ -55,6 +57,8 @@ METADATA_KEY = "nnunet_losses"
 TEMPORARY_MARKER = ".partial-"
 SLICING_RECORD = "setup_maps.json"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+STORAGE_CPARAMS = {"codec": blosc2.Codec.LZ4, "clevel": 0, "nthreads": 1}
+"""Uncompressed blosc2 chunks (see the module docstring for why)."""
 
 
 class MapError(RuntimeError):
@@ -164,7 +168,7 @@ class MapStore:
                 mode="w",
                 chunks=chunks,
                 blocks=blocks,
-                cparams={"codec": blosc2.Codec.ZSTD, "clevel": 1, "filters": [blosc2.Filter.SHUFFLE], "nthreads": 1},
+                cparams=STORAGE_CPARAMS,
             )
             stored.vlmeta[METADATA_KEY] = metadata
             del stored

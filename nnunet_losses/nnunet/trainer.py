@@ -136,7 +136,6 @@ class nnUNetTrainerLosses(nnUNetTrainer):
             pipeline,
             self.map_layout,
             self.map_mode,
-            self.num_input_channels,
             self.configuration_manager.spacing,
             self.label_manager.ignore_label,
             deep_supervision_scales,

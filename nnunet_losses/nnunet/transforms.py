@@ -1,17 +1,31 @@
 """Transforms that carry maps through nnU-Net's augmentation and deep supervision.
 
-Precomputed maps (see :mod:`.dataset`):
+Precomputed maps (see :mod:`.dataset`) enter as the last image channels and travel as
+batchgenerators' ``regression_target``:
 
-1. :class:`SplitMapsFromImage` (first in the pipeline) moves the map channels that the
-   data loader cropped with the image into ``regression_target``;
+1. :class:`SplitMapsFromImage` (first in the pipeline) moves the last
+   ``layout.num_channels`` image channels into ``regression_target``. Counting from the
+   end keeps it independent of the number of image channels: in the cascade
+   (``3d_cascade_fullres``) the trainer's ``num_input_channels`` also counts the previous
+   stage's one-hot channels, which nnU-Net adds only later in the pipeline
+   (``MoveSegAsOneHotToDataTransform``, ``nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py``
+   ``get_training_transforms``); the loaded case has just its image channels;
 2. nnU-Net's ``SpatialTransform`` resamples it like the image (linear interpolation,
-   zero padding) and ``MirrorTransform`` flips it. :class:`ZoomAwareSpatialTransform`
-   wraps the former: when the patch is zoomed by ``s`` (nnU-Net's scaling is isotropic
-   in voxel units), a distance of ``d`` mm becomes ``d / s`` in the patch, so channels in
-   mm are divided by ``s``; normalised maps (RRW) are scale-free and left alone;
-3. :class:`MapsToTarget` (last) downsamples the maps for every deep-supervision scale
-   with the nearest-neighbour rule nnU-Net uses for the segmentation (so map and
-   target voxels come from the same source voxel) and appends them to the target list.
+   zero padding) and ``MirrorTransform`` flips it. :class:`ZoomRecordingSpatialTransform`
+   wraps the former and only *records* the zoom ``s`` of the patch in the data dict
+   (nnU-Net's scaling is isotropic in voxel units: ``p_synchronize_scaling_across_axes=1``);
+3. :class:`MapsToTarget` (last) divides the mm channels by ``s`` (a distance of ``d`` mm
+   is ``d / s`` mm of the patch; normalised maps such as RRW are scale-free and left
+   alone), downsamples the maps for every deep-supervision scale with the
+   nearest-neighbour rule nnU-Net uses for the segmentation (so map and target voxels
+   come from the same source voxel) and appends them to the target list.
+
+The zoom is applied at the end, not inside the spatial transform, because nnU-Net's
+dummy-2D augmentation (``Convert3DTo2DTransform`` ... ``Convert2DTo3DTransform``, used for
+3d configurations whose patch is short along the first axis) merges channels and the
+first axis of ``regression_target`` around ``SpatialTransform``: inside that bracket a
+channel index means (channel, slice); after it the channels are the map channels again.
+The zoom of a dummy-2D patch is the in-plane zoom.
 
 On-the-fly maps: :class:`ComputeMapsOnPatch` (last) recomputes the maps from the final
 augmented segmentation at every scale, as the RW reference code does, with the
@@ -28,10 +42,10 @@ In both modes the target becomes ``[seg_0, ..., seg_n, maps_0, ..., maps_n]`` (o
 nnU-Net's ``train_step``/``validation_step`` see it.
 
 Approximations, documented: at class borders the interpolated maps mix neighbouring
-values (RRW stays negative inside the image: every voxel's own-class value is); the
-zoom correction is exact for nnU-Net's synchronised scaling and uses the geometric
-mean zoom otherwise; in-plane augmentation of 3D patches (nnU-Net's dummy 2D mode)
-rescales the through-plane part of distances too.
+values (RRW stays negative inside the image: every voxel's own-class value is);
+rotation in a plane with anisotropic spacing distorts mm distances (nnU-Net rotates in
+voxel space); in-plane augmentation of 3D patches (dummy 2D) rescales the
+through-plane part of distances too.
 """
 from __future__ import annotations
 
@@ -50,10 +64,20 @@ DSScales = Sequence[Sequence[float]] | None
 
 
 def downsample_like_segmentation(values: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
-    """Resize ``(C, *spatial)`` as nnU-Net's ``DownsampleSegForDSTransform`` resizes the segmentation."""
+    """Resize ``(C, *spatial)`` as nnU-Net's ``DownsampleSegForDSTransform`` resizes the segmentation.
+
+    That transform (batchgeneratorsv2 ``deep_supervision_downsampling.py``) uses
+    ``interpolate(..., round(n * s), mode="nearest-exact")``, which takes source voxel
+    ``floor((i + 0.5) * n / m)`` for output voxel ``i``. When ``n = m * f`` exactly, that is
+    ``i * f + f // 2``: a strided view, which is what this returns then (no copy, same
+    voxels); otherwise it calls ``interpolate`` as nnU-Net does.
+    """
     if all(s == 1 for s in scale):
         return values
     new_shape = [round(i * j) for i, j in zip(values.shape[1:], scale)]
+    if all(n % m == 0 for n, m in zip(values.shape[1:], new_shape)):
+        steps = [n // m for n, m in zip(values.shape[1:], new_shape)]
+        return values[(slice(None), *(slice(f // 2, None, f) for f in steps))]
     return interpolate(values[None].float(), new_shape, mode="nearest-exact")[0]
 
 
@@ -70,29 +94,35 @@ def zoom_factor(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(affine)) ** (1.0 / affine.shape[0]))
 
 
-class SplitMapsFromImage(BasicTransform):
-    """Move image channels ``num_image_channels:`` (the attached maps) to ``regression_target``."""
+ZOOM_KEY = "nnunet_losses_zoom"
+"""Data-dict key under which :class:`ZoomRecordingSpatialTransform` leaves the patch's zoom."""
 
-    def __init__(self, num_image_channels: int) -> None:
+
+class SplitMapsFromImage(BasicTransform):
+    """Move the last ``num_map_channels`` image channels (the attached maps) to ``regression_target``."""
+
+    def __init__(self, num_map_channels: int) -> None:
         super().__init__()
-        self.num_image_channels = num_image_channels
+        self.num_map_channels = num_map_channels
 
     def apply(self, data_dict: dict, **params) -> dict:
         image = data_dict["image"]
-        if image.shape[0] <= self.num_image_channels:
-            raise RuntimeError("the patch carries no map channels: the dataset was not wrapped with its maps")
-        data_dict["regression_target"] = image[self.num_image_channels :]
-        data_dict["image"] = image[: self.num_image_channels]
+        if image.shape[0] <= self.num_map_channels:
+            raise RuntimeError(
+                f"the patch has {image.shape[0]} channels, but {self.num_map_channels} map channels follow the image: "
+                "the dataset was not wrapped with its maps"
+            )
+        data_dict["regression_target"] = image[-self.num_map_channels :]
+        data_dict["image"] = image[: -self.num_map_channels]
         return data_dict
 
 
-class ZoomAwareSpatialTransform(BasicTransform):
-    """nnU-Net's ``SpatialTransform`` with mm map channels divided by the zoom factor."""
+class ZoomRecordingSpatialTransform(BasicTransform):
+    """nnU-Net's ``SpatialTransform``, leaving the zoom it applied in ``data_dict[ZOOM_KEY]``."""
 
-    def __init__(self, spatial: SpatialTransform, mm_channels: Sequence[int]) -> None:
+    def __init__(self, spatial: SpatialTransform) -> None:
         super().__init__()
         self.spatial = spatial
-        self.mm_channels = list(mm_channels)
 
     def get_parameters(self, **data_dict) -> dict:
         return self.spatial.get_parameters(**data_dict)
@@ -100,20 +130,24 @@ class ZoomAwareSpatialTransform(BasicTransform):
     def apply(self, data_dict: dict, **params) -> dict:
         data_dict = self.spatial.apply(data_dict, **params)
         affine = params.get("affine")
-        if affine is not None and self.mm_channels and data_dict.get("regression_target") is not None:
-            data_dict["regression_target"][self.mm_channels] /= zoom_factor(affine)
+        if affine is not None:
+            data_dict[ZOOM_KEY] = data_dict.get(ZOOM_KEY, 1.0) * zoom_factor(affine)
         return data_dict
 
 
 class MapsToTarget(BasicTransform):
-    """Downsample the augmented maps per deep-supervision scale and append them to the target."""
+    """Undo the zoom on mm channels, downsample the maps per deep-supervision scale, append them to the target."""
 
-    def __init__(self, deep_supervision_scales: DSScales) -> None:
+    def __init__(self, mm_channels: Sequence[int], deep_supervision_scales: DSScales) -> None:
         super().__init__()
+        self.mm_channels = list(mm_channels)
         self.scales = deep_supervision_scales
 
     def apply(self, data_dict: dict, **params) -> dict:
-        maps = data_dict.pop("regression_target").float()
+        maps = data_dict.pop("regression_target")
+        zoom = data_dict.pop(ZOOM_KEY, 1.0)
+        if zoom != 1.0 and self.mm_channels:
+            maps[self.mm_channels] /= zoom
         scales = self.scales if self.scales is not None else [[1] * (maps.ndim - 1)]
         data_dict["segmentation"] = pack_target(data_dict["segmentation"], [downsample_like_segmentation(maps, s) for s in scales])
         return data_dict
@@ -146,15 +180,14 @@ def add_map_transforms(
     pipeline: ComposeTransforms,
     layout: MapLayout,
     map_mode: str,
-    num_image_channels: int,
     spacing: Sequence[float],
     ignore_label: int | None,
     deep_supervision_scales: DSScales,
 ) -> ComposeTransforms:
     """nnU-Net's training or validation pipeline with the map transforms of ``map_mode``.
 
-    ``"precomputed"``: split the attached maps off the image first, make the spatial
-    transform zoom-aware, append :class:`MapsToTarget`. ``"on_the_fly"``: append
+    ``"precomputed"``: split the attached maps off the image first, let the spatial
+    transform record its zoom, append :class:`MapsToTarget`. ``"on_the_fly"``: append
     :class:`ComputeMapsOnPatch` (``spacing``: the patch's spacing, mm).
     """
     transforms = list(pipeline.transforms)
@@ -162,5 +195,5 @@ def add_map_transforms(
         return ComposeTransforms([*transforms, ComputeMapsOnPatch(layout, spacing, ignore_label, deep_supervision_scales)])
     if map_mode != "precomputed":
         raise ValueError(f"map_mode must be 'precomputed' or 'on_the_fly', got {map_mode!r}")
-    transforms = [ZoomAwareSpatialTransform(t, layout.mm_channels) if isinstance(t, SpatialTransform) else t for t in transforms]
-    return ComposeTransforms([SplitMapsFromImage(num_image_channels), *transforms, MapsToTarget(deep_supervision_scales)])
+    transforms = [ZoomRecordingSpatialTransform(t) if isinstance(t, SpatialTransform) else t for t in transforms]
+    return ComposeTransforms([SplitMapsFromImage(layout.num_channels), *transforms, MapsToTarget(layout.mm_channels, deep_supervision_scales)])

@@ -1,0 +1,132 @@
+"""Seconds per batch of nnU-Net's augmentation (one process, one thread) for every map trainer kind.
+
+What a GPU waits for is nnU-Net's CPU data pipeline: loading, cropping, spatial and
+intensity augmentation, deep-supervision downsampling. This benchmark times exactly that
+pipeline as each trainer builds it (``trainer.initialize()`` then ``get_dataloaders()``,
+nnU-Net's own ``nnUNetDataLoader`` with the trainer's own ``get_training_transforms``),
+with ``nnUNet_n_proc_DA=0`` (the batches are made in this process) and one torch thread,
+and reports the median seconds per ``next(dataloader_train)``. Trainers take turns over
+several rounds; ratios are against nnUNetTrainer measured in the same run.
+
+Dataset: ACDC-like synthetic cardiac cases (default 12 of 20x256x256, 5 x 1.5 x 1.5 mm),
+planned and preprocessed by nnU-Net with its default plans; the maps are written by
+``setup_maps``. 2d uses nnU-Net's 2d pipeline; 3d_fullres uses its dummy-2D pipeline (the
+patch is short along the first axis, as for ACDC).
+
+    python benchmarks/data_loading.py [--batches 20] [--warmup 3] [--rounds 3] [--configurations 2d 3d_fullres] [--workdir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["nnUNet_n_proc_DA"] = "0"
+
+TRAINERS = (
+    "nnUNetTrainer",
+    "nnUNetTrainerRRW",
+    "nnUNetTrainerRWBoundary",
+    "nnUNetTrainerBoundaryDiceRamp",
+    "nnUNetTrainerRRWOnTheFly",
+)
+DATASET_ID = 992
+
+
+def prepare(workdir: Path, cases: int, configurations: list[str]) -> None:
+    from nnunet_losses.cli import trainers_path
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[name] = str(workdir / name)
+        (workdir / name).mkdir(parents=True, exist_ok=True)
+    os.environ["nnUNet_extTrainer"] = str(trainers_path())
+    if not any((workdir / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*")):
+        from nnunet_losses.synthetic import write_raw_dataset
+
+        write_raw_dataset("cardiac", workdir / "nnUNet_raw", DATASET_ID, cases, seed=2, shape=(20, 256, 256), spacing=(5.0, 1.5, 1.5))
+    env = {key: value for key, value in os.environ.items() if key != "nnUNet_n_proc_DA"}  # preprocessing needs workers
+    if not any((workdir / "nnUNet_preprocessed").glob(f"Dataset{DATASET_ID}_*/nnUNetPlans.json")):
+        subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", *configurations, "-np", "2"], check=True, capture_output=True, env=env)
+    for configuration in configurations:
+        subprocess.run(["nnunet-losses", "setup-maps", "-d", str(DATASET_ID), "-c", configuration, "-np", "2", "--quiet"], check=True, env=env)
+
+
+def build_loader(name: str, configuration: str):
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunet_losses.nnunet.preflight import find_trainer_class
+
+    folder = Path(os.environ["nnUNet_preprocessed"]) / maybe_convert_to_dataset_name(DATASET_ID)
+    plans = load_json(str(folder / "nnUNetPlans.json"))
+    plans["continue_training"] = False
+    trainer = find_trainer_class(name)(plans, configuration, 0, load_json(str(folder / "dataset.json")), torch.device("cpu"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.initialize()
+        loader, _ = trainer.get_dataloaders()
+    return loader
+
+
+def time_batches(name: str, configuration: str, warmup: int, batches: int, seed: int) -> list[float]:
+    import numpy as np
+    import torch
+
+    loader = build_loader(name, configuration)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    times = []
+    for i in range(warmup + batches):
+        start = time.perf_counter()
+        next(loader)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cases", type=int, default=12)
+    parser.add_argument("--configurations", nargs="+", default=["2d", "3d_fullres"])
+    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS))
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the dataset here between runs (default: a temporary folder)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = args.workdir or Path(scratch)
+        prepare(workdir, args.cases, args.configurations)
+        import torch
+
+        torch.set_num_threads(1)
+        results = {}
+        for configuration in args.configurations:
+            times: dict[str, list[float]] = {name: [] for name in args.trainers}
+            for round_index in range(args.rounds):
+                for name in args.trainers:  # same seed per round: every trainer draws the same cases and augmentations
+                    times[name] += time_batches(name, configuration, args.warmup, args.batches, seed=round_index)
+            results[configuration] = times
+    print(
+        f"device: {platform.machine()} CPU, {os.cpu_count()} cores, 1 augmentation process (nnUNet_n_proc_DA=0), 1 torch thread; "
+        f"nnU-Net default plans, {args.cases} cardiac cases of 20x256x256; {args.rounds} rounds x {args.batches} batches"
+    )
+    for configuration, times in results.items():
+        baseline = statistics.median(times["nnUNetTrainer"]) if "nnUNetTrainer" in times else None
+        print(f"\n{configuration:<30} {'median s/batch':>14} {'vs nnUNetTrainer':>17}")
+        for name, samples in times.items():
+            median = statistics.median(samples)
+            ratio = f"{median / baseline:>16.3f}x" if baseline else ""
+            print(f"{name:<30} {median:>14.3f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()
