@@ -25,21 +25,35 @@ def trainers_path() -> Path:
     return Path(trainers.__file__).resolve().parent
 
 
+TRAINERS_PATH_USAGE = """usage: nnunet-losses trainers-path
+
+Print the folder holding the package's nnU-Net trainers. nnU-Net finds trainers outside
+its own package only through the nnUNet_extTrainer variable:
+
+    export nnUNet_extTrainer=$(nnunet-losses trainers-path)"""
+
+
 def print_trainers_path(argv: Sequence[str]) -> int:
+    """``nnunet-losses trainers-path [-h]``: print the trainers folder, or the usage; the exit status."""
+    if list(argv) in (["-h"], ["--help"]):
+        print(TRAINERS_PATH_USAGE)
+        return 0
     if argv:
-        print("usage: nnunet-losses trainers-path", file=sys.stderr)
+        print(f"nnunet-losses trainers-path: takes no arguments, got {' '.join(argv)}\n\n{TRAINERS_PATH_USAGE}", file=sys.stderr)
         return 2
     print(trainers_path())
     return 0
 
 
 def usage() -> str:
+    """The top-level usage: one line per subcommand."""
     lines = ["usage: nnunet-losses COMMAND [options]   (nnunet-losses COMMAND --help for details)", "", "commands:"]
     lines += [f"  {name:<16} {description}" for name, (_, description) in COMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``nnunet-losses COMMAND ...``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

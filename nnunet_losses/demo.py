@@ -35,6 +35,7 @@ TRAINERS = ("nnUNetTrainerRWBoundary", "nnUNetTrainerRRW")
 
 
 def step(number: int, text: str) -> float:
+    """Print the heading of step ``number``; returns the time it started."""
     print(f"\n[{number}/5] {text}", flush=True)
     return time.perf_counter()
 
@@ -76,7 +77,9 @@ def train(out: Path, seeds: int, epochs: int, iterations: int, device: str, para
     from .study.cli import main as study_main
 
     study_dir = out / "cdf_study"
-    start = step(4, f"training {' and '.join(TRAINERS)}: {seeds} seeds each, {epochs} epochs of {iterations} iterations, {parallel} at a time")
+    at_a_time = f", {parallel} at a time" if device == "cpu" else ""
+    start = step(4, f"training {' and '.join(TRAINERS)}: {seeds} seeds each, {epochs} epochs of {iterations} iterations{at_a_time}")
+    print(f"      each training's output goes to {study_dir}/runs/<trainer>/seed_<k>_fold_0/train.log")
     arguments = [
         "cdf", "-d", str(DATASET_ID), "-c", "2d", "-p", "nnUNetSmallPlans", "--trainers", *TRAINERS,
         "--seeds", str(seeds), "--epochs", str(epochs), "--iterations", str(iterations), "--val-iterations", "5",
@@ -107,28 +110,33 @@ def evaluate(out: Path, dataset: str, study_dir: Path) -> list[Path]:
     gt_folder = preprocessed / "gt_segmentations"
     rows, validation_folders = [], {}
     for trainer in TRAINERS:
-        per_case = []
+        per_case, seeds = [], 0
         for run in (r for r in spec.runs() if r.trainer == trainer):
             paths = RunPaths.of(study_dir, spec, run)
             if paths.finished:
+                seeds += 1
                 validation_folders.setdefault(trainer, paths.validation)
                 per_case += validation_case_metrics(paths.validation, gt_folder, ".nii.gz", labels).values()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a class never predicted has no HD95: NaN, shown as n/a
             means = {key: float(np.nanmean([case[key] for case in per_case])) for key in (per_case[0] if per_case else {})}
-        rows.append((trainer, len(per_case), means))
+        rows.append((trainer, seeds, len(per_case), means))
     names = list(labels.values())
-    header = f"{'trainer':<26}{'cases':>6}" + "".join(f"{'Dice ' + n:>10}" for n in names) + "".join(f"{'HD95 ' + n:>10}" for n in names)
+    header = f"{'trainer':<26}{'seeds':>6}{'cases':>6}" + "".join(f"{'Dice ' + n:>10}" for n in names) + "".join(f"{'HD95 ' + n:>10}" for n in names)
     print("\n" + header + "\n" + "-" * len(header))
-    for trainer, count, means in rows:
+    for trainer, seeds, count, means in rows:
         dice = "".join(_cell(means.get(f"dice_{n}"), "{:>10.3f}") for n in names)
         hd95 = "".join(_cell(means.get(f"hd95_{n}"), "{:>10.1f}") for n in names)
-        print(f"{trainer:<26}{count:>6}{dice}{hd95}")
-    print("(mean over the validation cases of every seed; HD95 in mm, n/a where a class was never predicted)")
+        print(f"{trainer:<26}{seeds:>6}{count:>6}{dice}{hd95}")
+    print(
+        "seeds: finished trainings; cases: fold 0's validation cases x seeds (each training predicts the same validation cases).\n"
+        "Values: mean over those cases; HD95 in mm, n/a where a class was never predicted."
+    )
     return [draw_overlays(out / "overlays.png", validation_folders, gt_folder, out / "nnUNet_raw" / dataset / "imagesTr", read_labels)]
 
 
 def _cell(value: float | None, template: str) -> str:
+    """A table cell: the formatted value, or n/a."""
     return f"{'n/a':>10}" if value is None or np.isnan(value) else template.format(value)
 
 
@@ -161,25 +169,37 @@ def draw_overlays(path: Path, validation_folders: dict[str, Path], gt_folder: Pa
     return path
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def build_parser(prog: str = "nnunet-losses demo") -> argparse.ArgumentParser:
+    """The demo's options; every default is shown in ``--help``."""
     parser = argparse.ArgumentParser(
-        prog=prog, description="Synthetic data -> nnU-Net -> RW-Boundary and RRW trainings, a CDF plot and pictures, in its own folders."
+        prog=prog,
+        description="Synthetic data -> nnU-Net -> RW-Boundary and RRW trainings, a CDF plot and pictures, in its own folders.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("nnunet_losses_demo"), help="working folder (default ./nnunet_losses_demo)")
-    parser.add_argument("--cases", type=int, default=12)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--iterations", type=int, default=25)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--parallel", type=int, default=2, help="trainings at a time on the CPU (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("nnunet_losses_demo"), help="working folder, with its own nnU-Net folders")
+    parser.add_argument("--cases", type=_positive, default=12, help="synthetic cases; nnU-Net's fold 0 validates on about a fifth of them")
+    parser.add_argument("--seeds", type=_positive, default=3, help="trainings per trainer, seeds 0..N-1")
+    parser.add_argument("--epochs", type=_positive, default=12, help="epochs per training")
+    parser.add_argument("--iterations", type=_positive, default=25, help="training iterations per epoch")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device; auto: cuda if available, else cpu")
+    parser.add_argument("--parallel", type=_positive, default=2, help="trainings at a time on the CPU")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses demo") -> int:
+    """Run the five steps; returns the exit status."""
     args = build_parser(prog).parse_args(argv)
     import torch
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out.resolve()
     began = time.perf_counter()
     use_own_nnunet_folders(out)
