@@ -552,3 +552,23 @@ def test_progress_thread_rereads_the_logs_without_being_asked(tmp_path):
     finally:
         progress.close()
     assert "cdf D: epochs 2/3 (66 %); runs: 0 done, 0 running, 0 failed, 1 waiting;" in output.getvalue()
+
+
+def test_device_choice_without_device(monkeypatch, capsys):
+    """Given: as given. Local: cuda if torch sees a CUDA device, else cpu. Slurm: cuda (the jobs run on other machines)."""
+    import argparse
+
+    import torch
+
+    from nnunet_losses.study.cli import choose_device
+
+    assert choose_device(argparse.Namespace(device="cpu", executor="local")) == "cpu" and capsys.readouterr().out == ""
+    assert choose_device(argparse.Namespace(device=None, executor="slurm")) == "cuda"
+    assert capsys.readouterr().out == "device: cuda (the default for --executor slurm; pass --device cpu for CPU jobs)\n"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_device(argparse.Namespace(device=None, executor="local")) == "cpu"
+    assert capsys.readouterr().out == "device: cpu (no CUDA device is visible here; pass --device to choose)\n"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert choose_device(argparse.Namespace(device=None, executor="local")) == "cuda"
+    assert capsys.readouterr().out == "device: cuda (2 visible; pass --device cpu to train on the CPU)\n"

@@ -208,7 +208,7 @@ class StudyProgress:
         self._bar.total = total
         self._bar.n = done
         counts = self.counts
-        self._bar.set_postfix_str(f"runs {counts['done']} done, {counts['running']} running, {counts['failed']} failed", refresh=False)
+        self._bar.set_postfix_str(f"runs: {counts['done']} done, {counts['running']} running, {counts['failed']} failed", refresh=False)
         self._bar.refresh()
         now = self._clock()
         if self._bar.disable and (self._last_line is None or now - self._last_line >= self._line_seconds):
