@@ -6,13 +6,19 @@ parsers (ours, and nnU-Net's help texts).
 """
 from __future__ import annotations
 
+import csv
+import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 import tomllib
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nnunet_losses import cli, demo
@@ -135,3 +141,124 @@ def test_readme_trainer_example_defines_a_working_trainer():
     rrw = torch.from_numpy(np.stack([rrw_compact(t[0], 4) for t in target.numpy()]))
     value = loss(torch.randn(2, 4, 12, 12), target, rrw=rrw)
     assert torch.isfinite(value) and loss.required_maps == ("rrw",)
+
+
+# --- the CPU workflow, run as written --------------------------------------------------------------------------
+
+
+def readme_section(heading: str) -> str:
+    """The README's text from ``heading`` to the next heading of the same or a higher level."""
+    level = heading.split(" ")[0]
+    start = README.index(f"\n{heading}\n")
+    ends = [m.start() for m in re.finditer(rf"\n#{{1,{len(level)}}} ", README[start + 1 :])]
+    return README[start : start + 1 + ends[0]] if ends else README[start:]
+
+
+def substitute(text: str, replacements: dict[str, str]) -> str:
+    """Replace each regex of ``replacements``; every one must occur, so that a changed README fails loudly."""
+    for pattern, replacement in replacements.items():
+        text, count = re.subn(pattern, replacement, text)
+        assert count, f"the README's CPU workflow no longer contains {pattern!r}"
+    return text
+
+
+@pytest.mark.nnunet
+def test_readme_cpu_workflow_runs_as_written_to_predictions(cardiac, tmp_path):
+    """The bash block of 'On a CPU, end to end', with the test dataset's id and folders and a one-epoch budget."""
+    import SimpleITK as sitk
+
+    (block,) = re.findall(r"```bash\n(.*?)```", readme_section("### On a CPU, end to end"), flags=re.S)
+    images = sorted((cardiac.workspace.raw / cardiac.name / "imagesTr").glob("*_0000.nii.gz"))[:2]
+    (tmp_path / "imagesTs").mkdir()
+    for image in images:
+        shutil.copy(image, tmp_path / "imagesTs" / image.name)
+    script = substitute(
+        block,
+        {
+            r"/data/nnUNet_raw\b": str(cardiac.workspace.raw),  # read only: the raw dataset of the cardiac fixture
+            r"/data/nnUNet_preprocessed\b": str(tmp_path / "nnUNet_preprocessed"),
+            r"/data/nnUNet_results\b": str(tmp_path / "nnUNet_results"),
+            r"(-d |nnUNetv2_train )27\b": rf"\g<1>{cardiac.dataset_id}",
+            r"NNUNET_LOSSES_EPOCHS=\d+": "NNUNET_LOSSES_EPOCHS=1",
+            r"-i imagesTs\b": f"-i {tmp_path / 'imagesTs'}",
+            r"-o predictions\b": f"-o {tmp_path / 'predictions'}",
+        },
+    )
+    assert script.count("\n") == 7 and "nnUNetv2_predict" in script.splitlines()[-1]
+    env = cardiac.workspace.environment(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python, nnunet-losses, nnUNetv2_* of this environment
+        NNUNET_LOSSES_ITERATIONS="1",
+        NNUNET_LOSSES_VAL_ITERATIONS="1",
+        nnUNet_n_proc_DA="1",  # one augmentation worker (0 would break nnUNetv2_plan_and_preprocess)
+        nnUNet_npp="0",  # nnUNetv2_predict: no worker processes
+        nnUNet_nps="0",
+    )
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        env.pop(name)  # the block sets them
+    (tmp_path / "nnUNet_preprocessed").mkdir()
+    (tmp_path / "nnUNet_results").mkdir()
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    model = tmp_path / "nnUNet_results" / cardiac.name / "nnUNetTrainerRRW__nnUNetSmallPlans__2d" / "fold_0"
+    assert (model / "checkpoint_final.pth").is_file()
+    assert json.loads((model / "nnunet_losses_run.json").read_text())["runs"][-1]["num_epochs"] == 1
+    predictions = sorted((tmp_path / "predictions").glob("*.nii.gz"))
+    assert [p.name for p in predictions] == [image.name.replace("_0000", "") for image in images]
+    for image, prediction in zip(images, predictions):
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction)))
+        assert labels.shape == sitk.GetArrayFromImage(sitk.ReadImage(str(image))).shape
+        assert set(np.unique(labels)) <= {0, 1, 2, 3}
+
+
+# --- the convergence study's figures ----------------------------------------------------------------------------
+
+
+def study_results() -> dict[str, list[dict]]:
+    """The committed ``cdf_results.csv`` rows of every study folder, by trainer."""
+    rows: dict[str, list[dict]] = {}
+    for path in sorted((REPO / "studies").glob("*/cdf_results.csv")):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                rows.setdefault(row["trainer"], []).append(row)
+    return rows
+
+
+def test_readme_convergence_table_equals_the_committed_csvs():
+    """Each row: models with Dice > 0, the median (as in the plot's legend) and the best model's mean and per-class Dice."""
+    section = readme_section("## Convergence study: RW-Boundary vs RRW")
+    quoted = {m.group(1): m.group(0) for m in re.finditer(r"^\| [^|]+ \| `(nnUNetTrainer\w+)` \|.*\|$", section, flags=re.M)}
+    results = study_results()
+    assert sorted(quoted) == sorted(results)
+    for trainer, rows in results.items():
+        dice = np.array([float(row["dice_mean"]) for row in rows])
+        best = max(rows, key=lambda row: float(row["dice_mean"]))
+        classes = " / ".join(f"{float(best[f'dice_{name}']):.3f}" for name in ("RV", "MYO", "LV"))
+        expected = f"| {np.sum(dice > 0)} / {len(dice)} | {np.median(dice):.3f} | {float(best['dice_mean']):.3f} ({classes}) |"
+        assert all(row["status"] == "done" for row in rows)
+        assert quoted[trainer].endswith(f"`{trainer}` {expected}"), (quoted[trainer], expected)
+
+
+def test_readme_convergence_text_figures_equal_the_committed_csvs():
+    from scipy.stats import mannwhitneyu
+
+    section = " ".join(readme_section("## Convergence study: RW-Boundary vs RRW").split())  # line breaks as spaces
+    results = study_results()
+
+    def dice(trainer: str, column: str = "dice_mean") -> np.ndarray:
+        return np.array([float(row[column]) for row in results[trainer]])
+
+    rrw, rwb = dice("nnUNetTrainerRRWAdam"), dice("nnUNetTrainerRWBoundaryAdam")
+    test = mannwhitneyu(rrw, rwb, alternative="two-sided")
+    for study in ("convergence_cdf", "convergence_cdf_adam"):
+        spec = json.loads((REPO / "studies" / study / "study.json").read_text())
+        budget = f"**{len(spec['seeds'])} seeds per trainer, {spec['epochs']} epochs of {spec['iterations']} iterations** ({spec['epochs'] * spec['iterations']} iterations per model)"
+        assert budget in section
+    expected = [
+        f"the RRW median is {np.median(rrw) / np.median(rwb):.1f} times the RW-Boundary median ({np.median(rrw):.3f} vs {np.median(rwb):.3f})",
+        f"{np.sum(rrw > rwb.max())} of {len(rrw)} RRW models end above the best RW-Boundary model",
+        f"two-sided Mann-Whitney U = {test.statistic:.0f}, p = {test.pvalue:.3f}",
+        f"RRW escapes for the largest class (LV) in {np.sum(dice('nnUNetTrainerRRW', 'dice_LV') > 0)} of {len(rrw)} runs; RW-Boundary never does",
+    ]
+    assert not np.any(dice("nnUNetTrainerRWBoundary", "dice_LV") > 0)
+    for text in expected:
+        assert text in section, text
