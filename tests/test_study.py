@@ -502,6 +502,8 @@ def test_progress_line_every_30_seconds_from_the_logs_of_running_runs(tmp_path):
     paths[0].validation.mkdir(parents=True)  # done before this invocation
     paths[0].checkpoint_final.write_bytes(b"")
     paths[0].summary.write_text("{}")
+    paths[2].run_dir.mkdir(parents=True)
+    write_json(paths[2].running_marker, {"pid": 1})  # left by an interrupted attempt: not a start
     statuses = study_statuses(tmp_path, spec)
     now = [0.0]
     output = io.StringIO()

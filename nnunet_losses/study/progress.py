@@ -87,6 +87,24 @@ class _RunEpochs:
     finished: int = 0
     announced: bool = False
     logs: dict[Path, tuple[tuple[int, int], int]] = field(default_factory=dict)
+    stale_marker: int | None = None  # mtime of a running.json left by an earlier attempt: not a start
+
+    def __post_init__(self) -> None:
+        if self.state == "waiting":
+            self.stale_marker = self.marker_time()
+
+    def marker_time(self) -> int | None:
+        """The ``running.json`` file's modification time in ns, ``None`` without one."""
+        try:
+            return self.paths.running_marker.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    @property
+    def has_started(self) -> bool:
+        """A waiting run's attempt has written its ``running.json``."""
+        marker = self.marker_time()
+        return marker is not None and marker != self.stale_marker
 
     @property
     def total(self) -> int:
@@ -195,7 +213,7 @@ class StudyProgress:
         """Reread the unfinished runs' logs, name newly started runs, refresh the bar (or print the line when due)."""
         with self._lock:
             for run, entry in self._runs.items():
-                if entry.state == "waiting" and entry.paths.running_marker.is_file():
+                if entry.state == "waiting" and entry.has_started:
                     entry.state = "running"
                 if entry.state in ("running", "elsewhere") and not entry.announced:
                     entry.announced = True
