@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from ..nnunet.configuration import ConfigurationError
-from .launch import ActiveRun, RunLaunch, RunOutcome, mark_failed
+from .launch import ActiveRun, RunFolderError, RunLaunch, RunOutcome, mark_failed
 from .progress import StudyProgress
 from .runs import tail_lines
 
@@ -51,8 +51,16 @@ def split_cores(cores: Sequence[int], parallel: int) -> list[list[int]]:
     return [[int(core) for core in chunk] for chunk in np.array_split(np.array(cores), parallel)]
 
 
+START_FAILED = -1
+"""The return code recorded for a run that could not be started (or, on Slurm, died outside the training)."""
+
+
 class LocalExecutor:
-    """Up to ``parallel`` trainings at a time on this machine, each pinned to its own cores."""
+    """Up to ``parallel`` trainings at a time on this machine, each pinned to its own cores.
+
+    A run whose folder cannot be written is reported as failed and the others go on;
+    any error or interruption of the study stops every training it started.
+    """
 
     def __init__(self, parallel: int = 1, cores: Sequence[int] | None = None) -> None:
         self.core_sets = split_cores(os.sched_getaffinity(0) if cores is None else cores, parallel)
@@ -65,8 +73,15 @@ class LocalExecutor:
         try:
             while waiting or active:
                 while waiting and free:
-                    launch, cores = waiting.popleft(), free.popleft()
-                    active.append((launch.start(cores), cores))
+                    launch = waiting.popleft()
+                    try:
+                        attempt = launch.start(free[0])
+                    except RunFolderError as error:
+                        outcome = RunOutcome(launch.run, START_FAILED, 0.0, False, str(error))
+                        outcomes.append(outcome)
+                        progress.finished(outcome)
+                        continue
+                    active.append((attempt, free.popleft()))
                     progress.started()
                 still_active = []
                 for attempt, cores in active:
@@ -145,4 +160,4 @@ class SubmititExecutor:
         except Exception as error:  # submitit re-raises the job's failure here
             message = str(error).strip()
             reason = f"job {job.job_id} failed: {message.splitlines()[-1] if message else type(error).__name__}"
-            return RunOutcome(launch.run, -1, 0.0, False, mark_failed(launch.paths, -1, tail_lines(launch.paths.log, 40), reason))
+            return RunOutcome(launch.run, START_FAILED, 0.0, False, mark_failed(launch.paths, START_FAILED, tail_lines(launch.paths.log, 40), reason))

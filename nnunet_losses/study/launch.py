@@ -17,9 +17,14 @@ Pinning: with ``cores`` given, the child is bound to those cores with
 process it starts inherits the set. nnU-Net still calls ``torch.set_num_threads`` with
 the machine's core count on CPU, so its threads share the pinned cores.
 
-The child runs in its own session (process group). Stopping an attempt (Ctrl-C or
-SIGTERM to the study) terminates the whole group, augmentation and export workers
-included; its ``running.json`` is removed and the attempt is recorded as interrupted.
+The child runs in its own session (process group), and the group is ended on every
+exit path: when the training exits (normally, with an error, or killed, even by
+SIGKILL, which leaves nnU-Net's augmentation workers without a parent) whatever is
+left of the group is killed; stopping an attempt (Ctrl-C, SIGTERM or an error in the
+study) terminates the whole group, then kills what remains. Its ``running.json`` is
+removed and the attempt is recorded as interrupted. A run folder that cannot be
+written raises :class:`RunFolderError` before anything starts, so the study reports
+that run and goes on with the others.
 
 :meth:`RunLaunch.execute` runs an attempt to its end (the body of a Slurm job);
 :meth:`RunLaunch.start` and :meth:`ActiveRun.finish` let the local executor run several.
@@ -42,6 +47,16 @@ from .spec import Run, StudySpec
 
 STUDY_VARIABLES = (SEED_VARIABLE, *BUDGET_VARIABLES.values())
 TERMINATE_GRACE_SECONDS = 30
+
+
+class RunFolderError(RuntimeError):
+    """A run's folder cannot be written; the run is not started."""
+
+    def __init__(self, paths: RunPaths, error: OSError) -> None:
+        super().__init__(
+            f"cannot write to the run folder {paths.run_dir} ({error.strerror or error}); "
+            "fix its permissions (or free the disk), then run the same study command again to run it"
+        )
 
 
 @dataclass(frozen=True)
@@ -85,16 +100,22 @@ class RunLaunch:
         return env
 
     def start(self, cores: Sequence[int] | None = None) -> ActiveRun:
-        """Start ``nnUNetv2_train`` (pinned to ``cores`` if given) and mark the run as running."""
+        """Start ``nnUNetv2_train`` (pinned to ``cores`` if given) and mark the run as running.
+
+        Raises :class:`RunFolderError`, with nothing started, when the run folder cannot be written.
+        """
         paths = self.paths
-        paths.run_dir.mkdir(parents=True, exist_ok=True)
-        paths.failed_marker.unlink(missing_ok=True)
         usable = sorted(cores) if cores is not None else sorted(os.sched_getaffinity(0))
         resumed = paths.resumable
         command = [*self.command, *(["--c"] if resumed else [])]
-        log = open(paths.log, "a")  # closed by ActiveRun.finish / stop
-        log.write(f"\n===== {datetime.now().isoformat(timespec='seconds')} on {socket.gethostname()}, cores {usable}: {' '.join(command)}\n")
-        log.flush()
+        try:
+            paths.run_dir.mkdir(parents=True, exist_ok=True)
+            paths.failed_marker.unlink(missing_ok=True)
+            log = open(paths.log, "a")  # closed by ActiveRun.finish / stop
+            log.write(f"\n===== {datetime.now().isoformat(timespec='seconds')} on {socket.gethostname()}, cores {usable}: {' '.join(command)}\n")
+            log.flush()
+        except OSError as error:
+            raise RunFolderError(paths, error) from error
         pin = (lambda: os.sched_setaffinity(0, usable)) if cores is not None else None
         try:
             process = subprocess.Popen(
@@ -104,16 +125,20 @@ class RunLaunch:
                 stdin=subprocess.DEVNULL,
                 env=self.environment(len(usable)),
                 preexec_fn=pin,
-                start_new_session=True,  # its own process group: stop() ends its workers too
+                start_new_session=True,  # its own process group: stop() and finish() end its workers too
             )
         except BaseException:
             log.close()
             raise
         started = datetime.now().isoformat(timespec="seconds")
-        write_json(
-            paths.running_marker,
-            {"pid": process.pid, "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started": started, "cores": usable},
-        )
+        marker = {"pid": process.pid, "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started": started, "cores": usable}
+        try:
+            write_json(paths.running_marker, marker)
+        except OSError as error:  # e.g. the disk filled up just now: no untracked training
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+            log.close()
+            raise RunFolderError(paths, error) from error
         return ActiveRun(self, process, log, time.monotonic(), started, usable, resumed)
 
     def execute(self, cores: Sequence[int] | None = None) -> RunOutcome:
@@ -146,17 +171,30 @@ class ActiveRun:
             try:
                 self.process.wait(TERMINATE_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
-                _signal_group(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                pass  # killed with the rest of its group just below
+        self._end_group()
         self._close(self.process.returncode, interrupted=True)
 
     def finish(self, returncode: int) -> RunOutcome:
-        """Close the attempt: remove the running marker, record it, and write ``failed.json`` on an error."""
+        """Close the ended attempt: kill what is left of its group, remove the running marker, record it,
+        and write ``failed.json`` on an error."""
+        self._end_group()
         seconds = self._close(returncode, interrupted=False)
         error = None
         if returncode != 0:
             error = mark_failed(self.launch.paths, returncode, tail_lines(self.launch.paths.log, 40))
         return RunOutcome(self.launch.run, returncode, seconds, self.resumed, error)
+
+    def _end_group(self) -> None:
+        """SIGKILL every process left in the training's group and wait for the training itself.
+
+        Once the training has exited, what remains of its group (augmentation workers
+        orphaned by a SIGKILL, a stuck export process) has no one to serve. The group id
+        is the training's pid, which the system does not hand out again while the group
+        has members, so only this run's processes are hit.
+        """
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def _close(self, returncode: int, interrupted: bool) -> float:
         seconds = time.monotonic() - self.started_monotonic
@@ -188,11 +226,14 @@ def _signal_group(pid: int, number: signal.Signals) -> None:
 
 
 def mark_failed(paths: RunPaths, returncode: int, log_tail: Sequence[str], reason: str | None = None) -> str:
-    """Write ``failed.json`` for a run; returns its one-line error summary."""
+    """Write ``failed.json`` for a run; returns its one-line error summary (saying so if it could not be written)."""
     error = reason or error_summary(log_tail, returncode)
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(
-        paths.failed_marker,
-        {"returncode": returncode, "error": error, "log_tail": list(log_tail)[-10:], "finished": datetime.now().isoformat(timespec="seconds")},
-    )
+    try:
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(
+            paths.failed_marker,
+            {"returncode": returncode, "error": error, "log_tail": list(log_tail)[-10:], "finished": datetime.now().isoformat(timespec="seconds")},
+        )
+    except OSError as write_error:
+        return f"{error}; not recorded in {paths.failed_marker}: {write_error.strerror or write_error}"
     return error
