@@ -53,9 +53,6 @@ from .map_store import MAP_FOLDER_NAME, MapError, MapStore, MapWriteError, read_
 DEFAULT_KINDS = tuple(MAP_KINDS)
 LOCK_FILE = ".setup_maps.lock"
 
-__all__ = ["MapWriteError", "Summary", "write_configuration_maps", "main"]
-
-
 @dataclass
 class CaseResult:
     case: str
