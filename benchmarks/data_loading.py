@@ -23,10 +23,11 @@ import io
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from workspace import prepare_workspace
 
 os.environ["nnUNet_n_proc_DA"] = "0"
 
@@ -40,24 +41,6 @@ TRAINERS = (
 DATASET_ID = 992
 
 
-def prepare(workdir: Path, cases: int, configurations: list[str]) -> None:
-    from nnunet_losses.cli import trainers_path
-
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = str(workdir / name)
-        (workdir / name).mkdir(parents=True, exist_ok=True)
-    os.environ["nnUNet_extTrainer"] = str(trainers_path())
-    if not any((workdir / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*")):
-        from nnunet_losses.synthetic import write_raw_dataset
-
-        write_raw_dataset("cardiac", workdir / "nnUNet_raw", DATASET_ID, cases, seed=2, shape=(20, 256, 256), spacing=(5.0, 1.5, 1.5))
-    env = {key: value for key, value in os.environ.items() if key != "nnUNet_n_proc_DA"}  # preprocessing needs workers
-    if not any((workdir / "nnUNet_preprocessed").glob(f"Dataset{DATASET_ID}_*/nnUNetPlans.json")):
-        subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", *configurations, "-np", "2"], check=True, capture_output=True, env=env)
-    for configuration in configurations:
-        subprocess.run(["nnunet-losses", "setup-maps", "-d", str(DATASET_ID), "-c", configuration, "-np", "2", "--quiet"], check=True, env=env)
-
-
 def build_loader(name: str, configuration: str):
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -68,8 +51,8 @@ def build_loader(name: str, configuration: str):
     folder = Path(os.environ["nnUNet_preprocessed"]) / maybe_convert_to_dataset_name(DATASET_ID)
     plans = load_json(str(folder / "nnUNetPlans.json"))
     plans["continue_training"] = False
-    trainer = find_trainer_class(name)(plans, configuration, 0, load_json(str(folder / "dataset.json")), torch.device("cpu"))
     with contextlib.redirect_stdout(io.StringIO()):
+        trainer = find_trainer_class(name)(plans, configuration, 0, load_json(str(folder / "dataset.json")), torch.device("cpu"))
         trainer.initialize()
         loader, _ = trainer.get_dataloaders()
     return loader
@@ -104,7 +87,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or Path(scratch)
-        prepare(workdir, args.cases, args.configurations)
+        prepare_workspace(workdir, DATASET_ID, args.cases, (20, 256, 256), args.configurations, spacing=(5.0, 1.5, 1.5))
         import torch
 
         torch.set_num_threads(1)

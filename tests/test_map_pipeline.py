@@ -28,6 +28,7 @@ import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 from batchgeneratorsv2.transforms.utils.pseudo2d import Convert3DTo2DTransform
 
 from nnunet_losses.losses import RegionWiseLoss
@@ -36,7 +37,7 @@ from nnunet_losses.nnunet.map_layout import compute_map_stack
 from nnunet_losses.nnunet.setup_maps import write_configuration_maps
 from nnunet_losses.nnunet.small_plans import make_small_plans
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
-from nnunet_losses.nnunet.transforms import ZoomRecordingSpatialTransform
+from nnunet_losses.nnunet.transforms import ZoomRecordingSpatialTransform, downsample_like_segmentation
 from nnunet_losses.synthetic import write_raw_dataset
 
 from conftest import run_command
@@ -259,3 +260,16 @@ def test_on_the_fly_maps_equal_maps_of_the_augmented_target(pipeline_dataset, mo
         for item in range(seg.shape[0]):
             expected = compute_map_stack(seg[item, 0].numpy(), trainer.map_layout.kinds, NUM_CLASSES, IGNORE, patch_spacing)
             np.testing.assert_array_equal(scale_maps[item].numpy(), np.concatenate([expected[k] for k in trainer.map_layout.kinds]))
+
+
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_deep_supervision_maps_come_from_the_voxels_nnunet_picks(pipeline_dataset, monkeypatch, configuration):
+    """Each coarse map voxel is the full-resolution map at the voxel nnU-Net's DownsampleSegForDSTransform picks
+    for the target: both are fed an image of voxel indices, with the trainer's own scales and patch."""
+    trainer = build_trainer(nnUNetTrainerPipelineMaps, configuration, pipeline_dataset, monkeypatch)
+    scales = trainer._get_deep_supervision_scales()
+    patch = tuple(int(p) for p in trainer.configuration_manager.patch_size)
+    indices = torch.arange(int(np.prod(patch)), dtype=torch.float32).reshape(1, *patch)
+    picked = DownsampleSegForDSTransform(ds_scales=scales)(segmentation=indices)["segmentation"]
+    for scale, nnunet_pick in zip(scales, picked):
+        np.testing.assert_array_equal(downsample_like_segmentation(indices, scale).numpy(), nnunet_pick.numpy())

@@ -26,6 +26,7 @@ import torch
 from nnunet_losses.nnunet.configuration import load_configuration
 from nnunet_losses.nnunet.map_store import MapStore
 from nnunet_losses.nnunet.preflight import find_trainer_class, package_trainer_names
+from nnunet_losses.nnunet.run_settings import RunSettings
 from nnunet_losses.nnunet.setup_maps import write_configuration_maps
 from nnunet_losses.synthetic import write_raw_dataset
 
@@ -93,8 +94,10 @@ def repeat_seeds(job: Job) -> None:
 
 
 def continue_training(job: Job) -> None:
-    job.train("nnUNetTrainerDiceCESoftAdapt", env=job.env(epochs=2))
-    job.train("nnUNetTrainerDiceCESoftAdapt", "2d", "--c", env=job.env(epochs=3))
+    """A seeded run of a trainer with a nested schedule state, logged to wandb (offline) as nnU-Net does, then --c."""
+    wandb = {"NNUNET_LOSSES_SEED": "3", "nnUNet_wandb_enabled": "1", "nnUNet_wandb_mode": "offline", "WANDB_SILENT": "true"}
+    job.train("nnUNetTrainerDiceCESoftAdapt", env=job.env(epochs=2, **wandb))
+    job.train("nnUNetTrainerDiceCESoftAdapt", "2d", "--c", env=job.env(epochs=3, **wandb))
 
 
 def without_maps(job: Job) -> None:
@@ -297,11 +300,38 @@ def test_continue_training_resumes_the_schedule(jobs):
     assert "loss schedule restored at the end of epoch 1" in job.outputs[-1]
 
 
+def test_continue_training_continues_the_sample_stream(jobs):
+    """--c does not replay epoch 0's samples: the resumed run's seeds are keyed by its start epoch, and recorded."""
+    job = finished(jobs, "resume")
+    runs = json.loads((job.folder("nnUNetTrainerDiceCESoftAdapt") / "nnunet_losses_run.json").read_text())["runs"]
+    assert [(r["start_epoch"], r["resumed"], r["seed"]) for r in runs] == [(0, False, 3), (2, True, 3)]
+    first, resumed = runs[0]["sample_seeds"], runs[1]["sample_seeds"]
+    assert first["main"] != resumed["main"]
+    assert first == RunSettings(3, None, None, None).sample_seeds(0, 0, 0, 0)
+    assert resumed == RunSettings(3, None, None, None).sample_seeds(0, 2, 0, 0)
+
+
+def test_wandb_gets_scalars_and_no_schedule_state(jobs):
+    """With nnUNet_wandb_enabled, nnU-Net forwards what the trainer logs to wandb: one scalar per loss term and
+    weight; the nested schedule state stays in the checkpoint. The keys are read from wandb's offline run files."""
+    job = finished(jobs, "resume")
+    runs = sorted((job.folder("nnUNetTrainerDiceCESoftAdapt") / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(runs) >= 1
+    recorded = b"".join(run.read_bytes() for run in runs)
+    for key in ("loss_terms/dice", "loss_terms/ce", "loss_weights/dice", "loss_weights/ce", "train_losses"):
+        assert key.encode() in recorded
+    assert b"loss_schedule_state" not in recorded
+    assert checkpoint(job.folder("nnUNetTrainerDiceCESoftAdapt"))["logging"]["loss_schedule_state"][2] is not None
+
+
 def test_refuses_to_start_without_maps(jobs, cardiac):
     output = finished(jobs, "missing_maps").outputs[-1]
     assert "nnUNetTrainerRRW needs the maps ['rrw']" in output
-    assert f"Run: python setup_maps.py -d {cardiac.name} -c 3d_fullres -p {SMALL_PLANS}" in output
+    fix = f"Run: nnunet-losses setup-maps -d {cardiac.name} -c 3d_fullres -p {SMALL_PLANS}"
+    assert fix in output
     assert "Epoch 0" not in output
+    logs = list(finished(jobs, "missing_maps").folder("nnUNetTrainerRRW", "3d_fullres").glob("training_log_*.txt"))
+    assert len(logs) == 1 and fix in logs[0].read_text()  # the refusal is in nnU-Net's training log too
 
 
 def test_deep_supervision_off_and_on_the_fly_3d(jobs):

@@ -68,8 +68,9 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         self.run_settings = RunSettings.from_environment()
         for attribute, value in self.run_settings.budget().items():
             setattr(self, attribute, value)
+        self.sample_seeds: dict | None = None
         if self.run_settings.seed is not None:
-            seed_everything(self.run_settings.seed)
+            seed_everything(self.run_settings.init_seed(self.local_rank))
         if self.optimizer_name == "adam":
             self.initial_lr = self.adam_learning_rate
         self.enable_deep_supervision = self.deep_supervision
@@ -210,10 +211,20 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         if self.schedule is not None:
             self.schedule.end_epoch()
         means = {name: total / max(self._term_count, 1) for name, total in self._term_sums.items()}
-        self.logger.log("loss_terms", means, self.current_epoch)
-        self.logger.log("loss_weights", self.current_weights, self.current_epoch)
-        self.logger.log("loss_schedule_state", None if self.schedule is None else self.schedule.state_dict(), self.current_epoch)
+        self._log_epoch_values("loss_terms", means)
+        self._log_epoch_values("loss_weights", self.current_weights)
+        self.logger.local_logger.log("loss_schedule_state", None if self.schedule is None else self.schedule.state_dict(), self.current_epoch)
         self.print_to_log_file("loss terms (train mean):", _format(means))
+
+    def _log_epoch_values(self, key: str, values: Mapping[str, float]) -> None:
+        """``values`` of this epoch: whole in nnU-Net's local log (checkpoint, plots), one scalar per term
+        (``key/name``) in every other logger nnU-Net runs (wandb with ``nnUNet_wandb_enabled``, which forwards
+        whatever ``MetaLogger.log`` gets, ``nnunetv2/training/logging/nnunet_logger.py``). The schedule state is
+        nested and sometimes ``None``: it stays in the local log and the checkpoint only."""
+        self.logger.local_logger.log(key, dict(values), self.current_epoch)
+        for logger in self.logger.loggers:
+            for name, value in values.items():
+                logger.log(f"{key}/{name}", float(value), self.current_epoch)
 
     def on_epoch_end(self) -> None:
         super().on_epoch_end()
@@ -238,13 +249,20 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         try:
             self.map_slicing = MapStore(self.preprocessed_config).verify_all(sorted(set(train_keys) | set(val_keys)), self.map_layout.kinds)
         except MapError as error:
-            raise MapError(f"{type(self).__name__} needs the maps {list(self.map_layout.kinds)}: {error}") from error
+            message = f"{type(self).__name__} needs the maps {list(self.map_layout.kinds)}: {error}"
+            self.print_to_log_file(message)
+            raise MapError(message) from error
         self.print_to_log_file(f"maps {list(self.map_layout.kinds)} verified; computed per slice: {self.map_slicing}")
 
-    def _seed_augmentation_workers(self) -> None:
-        for stream, augmenter in enumerate((self.dataloader_train, self.dataloader_val)):
-            if hasattr(augmenter, "restart") and getattr(augmenter, "num_processes", 0) > 0:
-                augmenter.seeds = self.run_settings.worker_seeds(augmenter.num_processes, stream)
+    def _seed_sample_stream(self) -> None:
+        """Seed the main process and restart the augmentation workers with seeds of this rank and start epoch."""
+        augmenters = (self.dataloader_train, self.dataloader_val)
+        workers = [getattr(a, "num_processes", 0) if hasattr(a, "restart") else 0 for a in augmenters]
+        self.sample_seeds = self.run_settings.sample_seeds(self.local_rank, self.current_epoch, *workers)
+        seed_everything(self.sample_seeds["main"])
+        for augmenter, seeds in zip(augmenters, (self.sample_seeds["train_workers"], self.sample_seeds["val_workers"])):
+            if seeds:
+                augmenter.seeds = seeds
                 augmenter.restart()
 
     def _write_run_record(self) -> None:
@@ -256,8 +274,11 @@ class nnUNetTrainerLosses(nnUNetTrainer):
             {
                 "started": datetime.now().isoformat(timespec="seconds"),
                 "start_epoch": self.current_epoch,
+                "resumed": self.current_epoch > 0,
                 "trainer": type(self).__name__,
                 "seed": self.run_settings.seed,
+                "sample_seeds": self.sample_seeds,
+                "world_size": dist.get_world_size() if self.is_ddp else 1,
                 "num_epochs": self.num_epochs,
                 "num_iterations_per_epoch": self.num_iterations_per_epoch,
                 "num_val_iterations_per_epoch": self.num_val_iterations_per_epoch,
@@ -282,8 +303,10 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         self._require_maps()
         super().on_train_start()
         if self.run_settings.seed is not None:
-            self._seed_augmentation_workers()
-            self.print_to_log_file(f"seed {self.run_settings.seed} (NNUNET_LOSSES_SEED)")
+            self._seed_sample_stream()
+            self.print_to_log_file(
+                f"seed {self.run_settings.seed} (NNUNET_LOSSES_SEED), rank {self.local_rank}, sample stream from epoch {self.current_epoch}"
+            )
         self._write_run_record()
 
 
