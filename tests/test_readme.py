@@ -1,8 +1,10 @@
 """Every command in the README is checked: it exists, its options are accepted, its files exist.
 
-The commands' effects are covered by the other tests (setup_maps, trainers, studies, the
-demo); here each README command line is parsed and validated against the real argument
-parsers (ours, and nnU-Net's help texts).
+Each README command line is parsed and validated against the real argument parsers (ours,
+and nnU-Net's help texts); the commands' effects are covered by the other tests
+(setup_maps, trainers, studies, the demo). The CPU workflow is also run as written, from
+planning to ``nnUNetv2_predict``'s output, on a small dataset, and every figure of the
+convergence study is recomputed from the committed ``studies/*/cdf_results.csv``.
 """
 from __future__ import annotations
 
