@@ -33,6 +33,7 @@ from batchgeneratorsv2.transforms.utils.pseudo2d import Convert3DTo2DTransform
 
 from nnunet_losses.losses import RegionWiseLoss
 from nnunet_losses.nnunet.configuration import load_configuration
+from nnunet_losses.nnunet.dataset import ImageWithMaps
 from nnunet_losses.nnunet.map_layout import compute_map_stack
 from nnunet_losses.nnunet.setup_maps import write_configuration_maps
 from nnunet_losses.nnunet.small_plans import make_small_plans
@@ -273,3 +274,22 @@ def test_deep_supervision_maps_come_from_the_voxels_nnunet_picks(pipeline_datase
     picked = DownsampleSegForDSTransform(ds_scales=scales)(segmentation=indices)["segmentation"]
     for scale, nnunet_pick in zip(scales, picked):
         np.testing.assert_array_equal(downsample_like_segmentation(indices, scale).numpy(), nnunet_pick.numpy())
+
+
+@pytest.mark.parametrize("stored", ["numpy", "blosc2"])
+def test_image_with_maps_reads_exactly_the_box(stored):
+    """The lazy image-with-maps array nnU-Net's loader crops equals the concatenated arrays, for in-bounds boxes,
+    boxes touching the border and empty boxes (what ``crop_and_pad_nd`` asks for)."""
+    rng = np.random.default_rng(0)
+    image, maps = rng.random((1, 6, 30, 40)).astype(np.float32), rng.random((4, 6, 30, 40)).astype(np.float32)
+    if stored == "blosc2":
+        arrays = [blosc2.asarray(image, chunks=(1, 6, 16, 16), blocks=(1, 1, 16, 16)),
+                  blosc2.asarray(maps, chunks=(4, 6, 16, 16), blocks=(1, 1, 16, 16), cparams={"clevel": 0})]
+    else:
+        arrays = [image, maps]
+    lazy = ImageWithMaps(arrays[0], arrays[1:], "case", None, ["signed_distance"])
+    assert lazy.shape == (5, 6, 30, 40) and lazy.dtype == np.float32
+    reference = np.concatenate([image, maps])
+    for box in [(slice(None), slice(1, 5), slice(3, 29), slice(0, 40)), (slice(None),),
+                (slice(None), slice(2, 2), slice(0, 3)), (slice(None), slice(0, 6), slice(10, 30), slice(35, 40))]:
+        np.testing.assert_array_equal(lazy[box], reference[box])

@@ -49,19 +49,34 @@ class ImageWithMaps:
         spatial += (slice(None),) * (self.ndim - 1 - len(spatial))
         if not all(isinstance(s, slice) and s.step in (None, 1) for s in spatial):
             raise IndexError(f"ImageWithMaps supports box crops only, got {index}")
-        box = (slice(None), *spatial)
-        box_shape = tuple(len(range(*s.indices(n))) for s, n in zip(spatial, self.shape[1:]))
-        out = np.empty((self.shape[0], *box_shape), dtype=np.float32)
-        out[: self.num_image_channels] = self.image[box]
+        ranges = [s.indices(n)[:2] for s, n in zip(spatial, self.shape[1:])]
+        out = np.empty((self.shape[0], *(max(stop - start, 0) for start, stop in ranges)), dtype=np.float32)
+        read_box(self.image, out[: self.num_image_channels], ranges)
         start = self.num_image_channels
         for kind, values in zip(self.kinds, self.maps):
             end = start + values.shape[0]
             try:
-                out[start:end] = values[box]
+                read_box(values, out[start:end], ranges)
             except Exception as error:  # blosc2 raises RuntimeError and others on damaged data
                 raise self.store.damaged(self.case, kind, error) from error
             start = end
         return out if channel_index == slice(None) else out[channel_index]
+
+
+def read_box(array, out: np.ndarray, ranges: Sequence[tuple[int, int]]) -> None:
+    """Write ``array[:, box]`` (all channels, ``ranges`` = (start, stop) per spatial axis) into ``out``.
+
+    blosc2 arrays decompress straight into ``out`` (``get_slice_numpy``), saving the copy
+    that ``out[...] = array[box]`` makes of the array blosc2 would return.
+    """
+    if out.size == 0:
+        return
+    if isinstance(array, blosc2.NDArray) and array.dtype == out.dtype:
+        starts = (0, *(start for start, _ in ranges))
+        stops = (array.shape[0], *(stop for _, stop in ranges))
+        array.get_slice_numpy(out, (starts, stops))
+    else:
+        out[...] = array[(slice(None), *(slice(start, stop) for start, stop in ranges))]
 
 
 class OpenMaps:

@@ -50,9 +50,9 @@ class MapLayout:
         return sum(get_map_kind(k).num_channels(self.num_classes) for k in self.kinds)
 
     @property
-    def mm_channels(self) -> list[int]:
-        """Channel indices whose values are distances in mm."""
-        return [i for k in self.kinds if get_map_kind(k).in_mm for i in range(*self.channels(k).indices(self.num_channels))]
+    def mm_slices(self) -> list[slice]:
+        """Channel ranges whose values are distances in mm (one per mm kind)."""
+        return [self.channels(k) for k in self.kinds if get_map_kind(k).in_mm]
 
     def split(self, stacked):
         """``{kind: channels}`` of a stacked (B, channels, *spatial) tensor or array."""

@@ -106,10 +106,12 @@ def segmentation_fingerprint(seg_file: Path) -> dict[str, Any]:
 
 
 def chunking(shape: tuple[int, ...], patch_size: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """blosc2 chunks and blocks of a (C, z, y, x) float32 map, sized for the training patch as
-    nnU-Net sizes its own files; a chunk holds all channels, since crops read them all."""
-    blocks, chunks = comp_blosc2_params((1, *shape[1:]), tuple(patch_size), bytes_per_pixel=4)
-    return (shape[0], *chunks[1:]), blocks
+    """blosc2 chunks and blocks of a (C, z, y, x) float32 map: chunks sized for the training patch as
+    nnU-Net sizes its own files, holding all channels, since crops read them all; blocks are one
+    channel's (y, x) plane of a chunk, the largest contiguous runs a crop can use (uncompressed
+    data reads about three times faster than with nnU-Net's smaller 3D blocks)."""
+    _, chunks = comp_blosc2_params((1, *shape[1:]), tuple(patch_size), bytes_per_pixel=4)
+    return (shape[0], *chunks[1:]), (1, 1, *chunks[2:])
 
 
 @dataclass(frozen=True)

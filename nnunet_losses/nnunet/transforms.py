@@ -138,16 +138,17 @@ class ZoomRecordingSpatialTransform(BasicTransform):
 class MapsToTarget(BasicTransform):
     """Undo the zoom on mm channels, downsample the maps per deep-supervision scale, append them to the target."""
 
-    def __init__(self, mm_channels: Sequence[int], deep_supervision_scales: DSScales) -> None:
+    def __init__(self, mm_slices: Sequence[slice], deep_supervision_scales: DSScales) -> None:
         super().__init__()
-        self.mm_channels = list(mm_channels)
+        self.mm_slices = list(mm_slices)
         self.scales = deep_supervision_scales
 
     def apply(self, data_dict: dict, **params) -> dict:
         maps = data_dict.pop("regression_target")
         zoom = data_dict.pop(ZOOM_KEY, 1.0)
-        if zoom != 1.0 and self.mm_channels:
-            maps[self.mm_channels] /= zoom
+        if zoom != 1.0:
+            for channels in self.mm_slices:
+                maps[channels] /= zoom
         scales = self.scales if self.scales is not None else [[1] * (maps.ndim - 1)]
         data_dict["segmentation"] = pack_target(data_dict["segmentation"], [downsample_like_segmentation(maps, s) for s in scales])
         return data_dict
@@ -196,4 +197,4 @@ def add_map_transforms(
     if map_mode != "precomputed":
         raise ValueError(f"map_mode must be 'precomputed' or 'on_the_fly', got {map_mode!r}")
     transforms = [ZoomRecordingSpatialTransform(t) if isinstance(t, SpatialTransform) else t for t in transforms]
-    return ComposeTransforms([SplitMapsFromImage(layout.num_channels), *transforms, MapsToTarget(layout.mm_channels, deep_supervision_scales)])
+    return ComposeTransforms([SplitMapsFromImage(layout.num_channels), *transforms, MapsToTarget(layout.mm_slices, deep_supervision_scales)])
