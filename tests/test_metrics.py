@@ -21,6 +21,8 @@ from nnunet_losses.metrics import (
     empirical_cdf,
     hausdorff,
     hausdorff95,
+    image_diagonal,
+    one_mask_empty,
     paired_permutation_test,
     paired_t_test_one_tailed,
     surface_metrics,
@@ -153,14 +155,18 @@ def test_array_edge_counts_as_outside():
     assert result["assd"] == pytest.approx((8 * 1.0 + 12 * 1.0 + 4 * root2) / 24)
 
 
-def test_surface_empty_cases():
-    empty = np.zeros((5, 5), bool)
-    mask = _square((5, 5), (1, 3), (1, 3))
-    assert surface_metrics(empty, empty, (1.0, 2.0)) == {"hausdorff": 0.0, "hausdorff95": 0.0, "assd": 0.0}
+def test_surface_empty_cases_take_the_image_diagonal_when_one_mask_is_empty():
+    empty = np.zeros((10, 20), bool)
+    mask = _square((10, 20), (2, 5), (3, 9))
+    diagonal = math.sqrt(20.0**2 + 20.0**2)  # 10 x 20 voxels at (2, 1) mm: a 20 mm x 20 mm image
+    assert image_diagonal((10, 20), (2.0, 1.0)) == pytest.approx(diagonal, rel=1e-15)
+    assert image_diagonal((4, 3, 2), (1.0, 2.0, 3.0)) == pytest.approx(math.sqrt(16 + 36 + 36), rel=1e-15)
+    assert surface_metrics(empty, empty, (2.0, 1.0)) == {"hausdorff": 0.0, "hausdorff95": 0.0, "assd": 0.0}
+    assert not one_mask_empty(empty, empty) and not one_mask_empty(mask, mask)
     for pred, gt in ((empty, mask), (mask, empty)):
-        values = surface_metrics(pred, gt, (1.0, 2.0))
-        assert all(math.isnan(v) for v in values.values())
-        assert math.isnan(hausdorff(pred, gt, (1.0, 2.0)))
+        assert one_mask_empty(pred, gt)
+        assert surface_metrics(pred, gt, (2.0, 1.0)) == pytest.approx({"hausdorff": diagonal, "hausdorff95": diagonal, "assd": diagonal}, rel=1e-15)
+        assert hausdorff(pred, gt, (2.0, 1.0)) == hausdorff95(pred, gt, (2.0, 1.0)) == assd(pred, gt, (2.0, 1.0)) == pytest.approx(diagonal, rel=1e-15)
 
 
 def test_surface_validation():

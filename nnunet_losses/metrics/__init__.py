@@ -1,7 +1,8 @@
 """Evaluation metrics and statistics (numpy/scipy/cc3d only).
 
 Overlap: ``dice``, ``dice_per_class``.
-Surface distances in mm: ``surface_metrics``, ``hausdorff``, ``hausdorff95``, ``assd``.
+Surface distances in mm: ``surface_metrics``, ``hausdorff``, ``hausdorff95``, ``assd``, with the
+worst case ``image_diagonal`` when ``one_mask_empty``.
 Centroids: ``component_centroids``, ``component_count``, ``centroid_distance``, ``d_3d``,
 ``component_count_difference``.
 Statistics: ``paired_permutation_test`` (``PermutationResult``),
@@ -25,7 +26,7 @@ from .statistics import (
     paired_permutation_test,
     paired_t_test_one_tailed,
 )
-from .surface import assd, hausdorff, hausdorff95, surface_metrics
+from .surface import assd, hausdorff, hausdorff95, image_diagonal, one_mask_empty, surface_metrics
 
 __all__ = [
     "PermutationResult",
@@ -42,6 +43,8 @@ __all__ = [
     "empirical_cdf",
     "hausdorff",
     "hausdorff95",
+    "image_diagonal",
+    "one_mask_empty",
     "paired_permutation_test",
     "paired_t_test_one_tailed",
     "surface_metrics",

@@ -1,4 +1,12 @@
-"""Surface-distance metrics in physical units: Hausdorff, HD95 and ASSD."""
+"""Surface-distance metrics in physical units: Hausdorff, HD95 and ASSD.
+
+Worst case: when exactly one of prediction and reference is empty there is no surface
+to measure to; all three metrics then take the image diagonal in mm,
+``sqrt(sum_i (n_i * s_i)^2)`` for an array of shape ``n`` and spacing ``s``
+(:func:`image_diagonal`), no finite prediction can be farther off inside the image,
+so a missed (or hallucinated) class counts against the model instead of dropping out
+of a mean. Both empty: 0.0 (the surfaces agree).
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,12 +23,28 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
+def image_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """Diagonal of an array's extent in mm: ``sqrt(sum_i (n_i * s_i)^2)``, e.g. 10 x 20 voxels at (2, 1) mm -> sqrt(20^2 + 20^2).
+
+    The worst-case surface distance of :func:`surface_metrics` when exactly one mask is empty.
+    """
+    sampling = as_spacing(spacing, len(shape))
+    return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sampling))))
+
+
+def one_mask_empty(pred: np.ndarray, gt: np.ndarray) -> bool:
+    """Whether exactly one of the two masks is empty: the case in which the surface metrics take the worst case."""
+    p, g = as_mask_pair(pred, gt)
+    return bool(p.any()) != bool(g.any())
+
+
 def _directed_distances(
     pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, np.ndarray] | float:
     """Distances pred-boundary -> gt-boundary and gt-boundary -> pred-boundary, in mm.
 
-    Returns ``None`` when exactly one mask is empty and two empty arrays when both are.
+    Returns the image diagonal (the worst case) when exactly one mask is empty and two
+    empty arrays when both are.
     """
     p, g = as_mask_pair(pred, gt)
     sampling = as_spacing(spacing, p.ndim)
@@ -28,16 +52,16 @@ def _directed_distances(
     if not p_any and not g_any:
         return np.empty(0), np.empty(0)
     if p_any != g_any:
-        return None
+        return image_diagonal(p.shape, sampling)
     bp, bg = _boundary(p), _boundary(g)
     pred_to_gt = ndimage.distance_transform_edt(~bg, sampling=sampling)[bp]
     gt_to_pred = ndimage.distance_transform_edt(~bp, sampling=sampling)[bg]
     return pred_to_gt, gt_to_pred
 
 
-def _summarise(distances: tuple[np.ndarray, np.ndarray] | None) -> dict[str, float]:
-    if distances is None:
-        return {"hausdorff": float("nan"), "hausdorff95": float("nan"), "assd": float("nan")}
+def _summarise(distances: tuple[np.ndarray, np.ndarray] | float) -> dict[str, float]:
+    if isinstance(distances, float):
+        return {"hausdorff": distances, "hausdorff95": distances, "assd": distances}
     pred_to_gt, gt_to_pred = distances
     if pred_to_gt.size == 0:
         return {"hausdorff": 0.0, "hausdorff95": 0.0, "assd": 0.0}
@@ -63,7 +87,8 @@ def surface_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) 
     equal shape, non-zero = foreground.
 
     Edge cases: both masks empty -> 0.0 for all three (the surfaces agree); exactly one
-    empty -> NaN for all three (no surface to measure to, so the distance is undefined).
+    empty -> the worst case, the image diagonal in mm (:func:`image_diagonal`), for all
+    three (:func:`one_mask_empty` tells when it applied).
     Raises ``ValueError`` on differing shapes or a spacing of the wrong length or with
     non-positive entries.
     """
@@ -74,7 +99,7 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> flo
     """Symmetric Hausdorff distance ``HD = max(max d(P -> G), max d(G -> P))`` in mm.
 
     The HD of the region-wise loss paper (Tables 2-4) and of the spine-MRI loss study.
-    Boundaries, units and edge cases (both empty -> 0.0, one empty -> NaN) as in
+    Boundaries, units and edge cases (both empty -> 0.0, one empty -> image diagonal) as in
     :func:`surface_metrics`.
     """
     return surface_metrics(pred, gt, spacing)["hausdorff"]
@@ -87,7 +112,7 @@ def hausdorff95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> f
     ``compute_hausdorff_distance(percentile=95)``; MedPy's ``hd95`` instead takes the 95th
     percentile of the pooled distances, which can be smaller. Percentiles use numpy's
     default linear interpolation. Boundaries, units and edge cases (both empty -> 0.0,
-    one empty -> NaN) as in :func:`surface_metrics`.
+    one empty -> image diagonal) as in :func:`surface_metrics`.
     """
     return surface_metrics(pred, gt, spacing)["hausdorff95"]
 
@@ -99,7 +124,7 @@ def assd(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
     directed distance sets, so every boundary voxel of either mask has equal weight, as in
     MONAI's ``compute_average_surface_distance(symmetric=True)``. MedPy's ``assd`` instead
     averages the two directed means, which differs when the boundaries have different
-    sizes. Boundaries, units and edge cases (both empty -> 0.0, one empty -> NaN) as in
+    sizes. Boundaries, units and edge cases (both empty -> 0.0, one empty -> image diagonal) as in
     :func:`surface_metrics`.
     """
     return surface_metrics(pred, gt, spacing)["assd"]
