@@ -376,3 +376,24 @@ def test_region_based_setup_fails_at_start(cardiac):
     trainer = find_trainer_class("nnUNetTrainerRRW")(plans, "2d", 0, dataset_json, torch.device("cpu"))
     with pytest.raises(RuntimeError, match="does not support region-based training"):
         trainer.initialize()
+
+
+def test_dice_ce_control_computes_nnunets_own_loss_exactly(cardiac):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer as NnUNetDefault
+
+    plans = load_json(str(cardiac.folder / f"{SMALL_PLANS}.json"))
+    dataset_json = load_json(str(cardiac.folder / "dataset.json"))
+    reference = NnUNetDefault({**plans, "continue_training": False}, "2d", 0, dataset_json, torch.device("cpu"))  # nnU-Net pops the key
+    control = find_trainer_class("nnUNetTrainerDiceCE")({**plans, "continue_training": False}, "2d", 0, dataset_json, torch.device("cpu"))
+    ours, theirs = control._build_loss(), reference._build_loss()
+    patch = reference.configuration_manager.patch_size
+    shapes = [[int(round(p * s)) for p, s in zip(patch, scale)] for scale in reference._get_deep_supervision_scales()]
+    generator = torch.Generator().manual_seed(0)
+    output = [torch.randn(2, 4, *shape, generator=generator, requires_grad=True) for shape in shapes]
+    target = [torch.randint(0, 4, (2, 1, *shape), generator=generator).float() for shape in shapes]
+    expected, value = theirs(output, target), ours(output, target)
+    assert len(shapes) > 1 and torch.equal(value, expected)
+    assert torch.equal(ours.last_values["dice_ce"], expected.detach())
+    assert ours.loss.weights == {"dice_ce": 1.0}
+    assert find_trainer_class("nnUNetTrainerDiceCEAdam").optimizer_name == "adam"

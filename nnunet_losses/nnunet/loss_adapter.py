@@ -9,6 +9,7 @@ deep-supervision weights, the ignore-label mask, and the maps of that scale.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -63,3 +64,35 @@ class NnUNetLoss(nn.Module):
                 values[name] = values.get(name, 0.0) + weight * value
         self.last_values = values
         return total if total is not None else torch.zeros((), device=outputs[0].device)
+
+
+@dataclass(frozen=True)
+class SingleTermView:
+    """What the trainer reads from a composite loss (``terms``, ``weights``) for a loss that is one term."""
+
+    terms: dict[str, nn.Module]
+    weights: dict[str, float]
+
+
+class NnUNetOwnLoss(nn.Module):
+    """nnU-Net's own loss object, called unchanged, logged as one term of weight 1.
+
+    ``loss(output, target)`` returns exactly what ``native(output, target)`` returns (the
+    object ``nnUNetTrainer._build_loss`` built: Dice + CE with nnU-Net's ``soft_dice_kwargs``,
+    ignore label and deep-supervision wrapper, computed under nnU-Net's autocast as in
+    ``nnUNetTrainer``); :attr:`last_values` holds that total under ``name`` and ``loss``
+    reads like :class:`NnUNetLoss`'s composite, so the trainer's per-epoch logging, run
+    record and divergence check treat it as a one-term loss.
+    """
+
+    def __init__(self, native: nn.Module, name: str) -> None:
+        super().__init__()
+        self.native = native
+        self.loss = SingleTermView({name: native}, {name: 1.0})
+        self.name = name
+        self.last_values: dict[str, Tensor] = {}
+
+    def forward(self, output: Tensor | list[Tensor], target: Tensor | list[Tensor]) -> Tensor:
+        total = self.native(output, target)
+        self.last_values = {self.name: total.detach()}
+        return total
