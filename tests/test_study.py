@@ -28,10 +28,12 @@ import numpy as np
 import pytest
 
 from nnunet_losses.study.cli import main as study_main
-from nnunet_losses.study.collect import foreground_label_names, summary_dice
+from nnunet_losses.study.case_metrics import case_metrics, diverged_case_metrics
+from nnunet_losses.study.collect import cdf_rows, foreground_label_names, summary_dice
 from nnunet_losses.study.compare import markdown_table, summarise
 from nnunet_losses.study.executors import SubmititExecutor, split_cores
 from nnunet_losses.study.launch import RunLaunch, RunOutcome
+from nnunet_losses.study.plots import cdf_legend_label
 from nnunet_losses.study.progress import StudyProgress, finished_epochs
 from nnunet_losses.study.reports import write_cdf_report
 from nnunet_losses.study.runner import StudyBusyError, run_study, study_lock
@@ -56,6 +58,33 @@ class nnUNetTrainerStudyFailing(nnUNetTrainerRRW):
     def on_train_start(self):
         cores = sorted(os.sched_getaffinity(0))
         raise RuntimeError(f"deliberate failure, seed {os.environ['NNUNET_LOSSES_SEED']}, cores {cores}")
+'''
+NAN = "nnUNetTrainerStudyNaN"
+NAN_MODULE = '''
+import torch
+
+from nnunet_losses.trainers.losses_control import nnUNetTrainerDiceCE
+
+
+class NaNFromEpoch1(torch.nn.Module):
+    """nnU-Net's loss, times NaN from the trainer's epoch 1 on."""
+
+    def __init__(self, loss, trainer):
+        super().__init__()
+        self.loss, self.trainer = loss, [trainer]
+
+    def forward(self, output, target):
+        value = self.loss(output, target)
+        return value * float("nan") if self.trainer[0].current_epoch >= 1 else value
+
+
+class nnUNetTrainerStudyNaN(nnUNetTrainerDiceCE):
+    """Dice + CE whose loss turns NaN in epoch 1: the training diverges mid-run."""
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        loss.native = NaNFromEpoch1(loss.native, self)
+        return loss
 '''
 
 
@@ -82,6 +111,7 @@ def study_env(workspace, tmp_path_factory):
     """Tiny-run process counts, and a failing trainer appended to nnUNet_extTrainer."""
     extra = tmp_path_factory.mktemp("failing_trainer")
     (extra / "failing_trainers.py").write_text(FAILING_MODULE)
+    (extra / "nan_trainers.py").write_text(NAN_MODULE)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("nnUNet_extTrainer", os.pathsep.join([os.environ["nnUNet_extTrainer"], str(extra)]))
         patch.setenv("nnUNet_def_n_proc", "1")
@@ -189,13 +219,16 @@ def test_failed_run_is_reported_and_the_others_go_on(cdf_study):
         assert f"RuntimeError: deliberate failure, seed {seed}" in row["error"] and "exit code 1" in row["error"]
     assert f"FAILED  {FAILING} seed 0 fold 0" in cdf_study.output
     assert "not done" in cdf_study.output
+    # an infrastructure failure is retried once (--retries 1 by default), then reported
+    assert [a["returncode"] for a in attempts(cdf_study.dir, FAILING, "seed_1_fold_0")] == [1, 1]
+    assert f"retrying {FAILING} seed 1 fold 0 (failure 1 of at most 2)" in cdf_study.output
 
 
 @pytest.mark.nnunet
 def test_status_lists_done_and_failed_runs_with_log_tails(cdf_study):
     code, output, _ = invoke("status", str(cdf_study.dir))
     assert code == 0
-    assert "6 runs: 4 done, 0 running, 2 failed, 0 interrupted, 0 left" in output
+    assert "6 runs: 4 done, 0 diverged, 0 running, 2 failed, 0 interrupted, 0 left" in output
     assert output.count(" done ") == 4 and "Dice 0." in output
     assert f"--- {FAILING} seed 1 fold 0: last lines of" in output
     assert "    RuntimeError: deliberate failure, seed 1" in output
@@ -205,7 +238,7 @@ def test_status_lists_done_and_failed_runs_with_log_tails(cdf_study):
 def test_second_invocation_skips_finished_and_failed_runs(cdf_study):
     before = {path: path.stat().st_mtime_ns for path in cdf_study.dir.glob("runs/*/*/attempts.json")}
     code, output, seconds = invoke(*cdf_study.argv)
-    assert code == 1 and "4 done, 0 running elsewhere, 2 failed (kept" in output and "0 to launch" in output
+    assert code == 1 and "4 done, 0 diverged, 0 running elsewhere, 2 failed (0 retried, 2 out of retries" in output and "0 to launch" in output
     assert {path: path.stat().st_mtime_ns for path in cdf_study.dir.glob("runs/*/*/attempts.json")} == before
     assert seconds < 30
 
@@ -246,6 +279,29 @@ def test_deleted_and_interrupted_runs_are_redone_through_submitit_local_executor
     assert len(list((cdf_study.dir / "submitit").glob("*_result.pkl"))) == 2
     write_cdf_report(spec, cdf_study.dir, statuses, cardiac.folder)
     assert sum(row["status"] == "done" for row in read_csv(cdf_study.dir / "cdf_results.csv")) == 4
+
+
+@pytest.mark.nnunet
+def test_a_run_whose_loss_turns_nan_counts_as_diverged_at_dice_0(cardiac, study_env, tmp_path):
+    study_dir = tmp_path / "study"
+    argv = ("cdf", "-d", str(cardiac.dataset_id), "-c", "2d", "--trainers", NAN, "--seeds", "1", "--out", str(study_dir), "--device", "cpu",
+            "-p", SMALL_PLANS, "--epochs", "2", "--iterations", "2", "--val-iterations", "1")
+    code, output, _ = invoke(*argv)
+    assert code == 0, output  # a diverged run is a result, not a failure
+    paths = RunPaths.of(study_dir, load_spec(study_dir), Run(NAN, 0, 0))
+    marker = json.loads(paths.diverged_marker.read_text())
+    assert marker["epoch"] == 1 and marker["iteration"] == 0 and marker["loss_terms"] == {"dice_ce": "nan"} and marker["total_loss"] == "nan"
+    assert "TrainingDiverged: epoch 1, iteration 0" in paths.log.read_text()
+    assert len(attempts(study_dir, NAN, "seed_0_fold_0")) == 1  # never retried
+    assert f"DIVERGED {NAN} seed 0 fold 0: diverged at epoch 1, iteration 0: dice_ce=nan" in output
+    [row] = read_csv(study_dir / "cdf_results.csv")
+    assert row["status"] == "diverged" and row["epochs"] == "1"
+    assert [float(row[c]) for c in ("dice_mean", "dice_RV", "dice_MYO", "dice_LV")] == [0.0, 0.0, 0.0, 0.0]
+    assert (study_dir / "cdf.png").stat().st_size > 1000
+    code, status, _ = invoke("status", str(study_dir))
+    assert code == 0 and "1 runs: 0 done, 1 diverged" in status and f"{NAN}: 1 counted (done or diverged), 1 diverged, 0 failed" in status
+    code, output, _ = invoke(*argv)
+    assert code == 0 and "0 done, 1 diverged" in output and "0 to launch" in output
 
 
 # --- refusals before anything is launched ------------------------------------------------------
@@ -375,10 +431,15 @@ def test_collection_from_a_hand_made_summary(tmp_path):
 
 
 def _hand_made_study(study_dir: Path) -> tuple[StudySpec, dict[str, RunPaths], subprocess.Popen]:
-    """Five runs: done, failed, running (a live process named like nnUNetv2_train), stale marker, never started."""
-    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (0, 1, 2, 3, 4), (0,), 1)
+    """Six runs: done, failed, running (a live process named like nnUNetv2_train), stale marker, never started, diverged."""
+    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (0, 1, 2, 3, 4, 5), (0,), 1)
     save_spec(spec, study_dir)
-    paths = {state: RunPaths.of(study_dir, spec, Run("A", seed, 0)) for seed, state in enumerate(("done", "failed", "running", "stale", "left"))}
+    states = ("done", "failed", "running", "stale", "left", "diverged")
+    paths = {state: RunPaths.of(study_dir, spec, Run("A", seed, 0)) for seed, state in enumerate(states)}
+    diverged = paths["diverged"]  # the trainer's marker, and the failed.json the launcher writes for its exit code
+    diverged.output_folder.mkdir(parents=True)
+    write_json(diverged.diverged_marker, {"epoch": 3, "iteration": 7, "loss_terms": {"rw": "nan"}, "total_loss": "nan", "reason": "a loss value is not finite"})
+    write_json(diverged.failed_marker, {"returncode": 1, "error": "TrainingDiverged: ... (exit code 1)"})
     done = paths["done"]
     done.validation.mkdir(parents=True)
     done.checkpoint_final.write_bytes(b"")
@@ -414,7 +475,9 @@ def test_status_table_of_done_failed_running_interrupted_and_left_runs(tmp_path)
     assert "running" in lines["2"] and f"pid {process.pid}" in lines["2"]
     assert "interrupted" in lines["3"] and "resumes from its checkpoint" in lines["3"]
     assert lines["4"].split()[3] == "left"
-    assert "5 runs: 1 done, 1 running, 1 failed, 1 interrupted, 1 left" in report
+    assert "diverged" in lines["5"] and "diverged at epoch 3, iteration 7: rw=nan (a loss value is not finite)" in lines["5"]
+    assert "6 runs: 1 done, 1 diverged, 1 running, 1 failed, 1 interrupted, 1 left" in report
+    assert "A: 2 counted (done or diverged), 1 diverged, 1 failed" in report
     assert "--- A seed 1 fold 0: last lines of" in report and "    ValueError: loss became NaN" in report
 
 
@@ -423,24 +486,30 @@ class RecordingExecutor:
 
     def __init__(self) -> None:
         self.launches: list[RunLaunch] = []
+        self.rounds: list[list[int]] = []
 
     def run(self, launches, progress):
-        self.launches = list(launches)
+        self.launches += launches
+        self.rounds.append(sorted(launch.run.seed for launch in launches))
         return []
 
 
-@pytest.mark.parametrize("retry_failed", [False, True])
-def test_restart_rules(tmp_path, retry_failed):
+@pytest.mark.parametrize(
+    ("retries", "retry_failed", "rounds"), [(1, False, [[1, 3, 4], [1]]), (0, False, [[3, 4]]), (0, True, [[1, 3, 4]]), (2, True, [[1, 3, 4], [1], [1]])]
+)
+def test_restart_rules(tmp_path, retries, retry_failed, rounds):
     spec, paths, process = _hand_made_study(tmp_path)
     executor = RecordingExecutor()
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            run_study(spec, tmp_path, executor, device="cpu", retry_failed=retry_failed)
+            run_study(spec, tmp_path, executor, device="cpu", retries=retries, retry_failed=retry_failed)
     finally:
         process.kill()
         process.wait()
     launched = {launch.run.seed: launch for launch in executor.launches}
-    assert sorted(launched) == ([1, 3, 4] if retry_failed else [3, 4])  # never done (0) or running (2)
+    # never done (0), running (2) or diverged (5); the failed run (1, one failure) while it has a retry left, and
+    # never more than `retries` extra rounds (this executor records no attempt, as a lost Slurm job)
+    assert executor.rounds == rounds
     launch = launched[3]
     assert launch.command[:4] == ("nnUNetv2_train", "Dataset999_Test", "2d", "0") and launch.command[-2:] == ("-device", "cpu")
     assert launch.variables == {
@@ -574,3 +643,56 @@ def test_device_choice_without_device(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert choose_device(argparse.Namespace(device=None, executor="local")) == "cuda"
     assert capsys.readouterr().out == "device: cuda (2 visible; pass --device cpu to train on the CPU)\n"
+
+
+def test_diverged_runs_count_at_dice_0_in_the_rows_and_the_legend(tmp_path):
+    spec, paths, process = _hand_made_study(tmp_path)
+    try:
+        statuses = study_statuses(tmp_path, spec)
+    finally:
+        process.kill()
+        process.wait()
+    rows = {row["seed"]: row for row in cdf_rows([s for s in statuses if s.run.seed in (1, 5)], {1: "RV"})}  # no empty checkpoints
+    assert rows[5]["status"] == "diverged" and rows[5]["dice_mean"] == 0.0 and rows[5]["dice_RV"] == 0.0 and rows[5]["epochs"] == 3
+    assert rows[5]["error"].startswith("diverged at epoch 3")
+    assert rows[1]["status"] == "failed" and rows[1]["dice_mean"] is None
+    assert cdf_legend_label("A", [0.8765, 0.0], diverged=1, failed=1) == "A (n=2, median 0.438, 1 diverged, 1 failed)"
+    assert cdf_legend_label("B", [0.5], diverged=0, failed=0) == "B (n=1, median 0.500)"
+    assert cdf_legend_label("C", [], diverged=0, failed=2) == "C (n=0, 2 failed)"
+
+
+def test_missed_classes_take_the_image_diagonal_and_are_counted():
+    spacing, diagonal = (2.0, 1.0), math.sqrt(20.0**2 + 20.0**2)  # 10 x 20 voxels at (2, 1) mm
+    gt = np.zeros((10, 20), np.uint8)
+    gt[2:5, 3:9], gt[6:8, 12:16] = 1, 2
+    hit_a = np.where(gt == 1, 1, 0).astype(np.uint8)  # class 2 missed
+    values = case_metrics(hit_a, gt, spacing, {1: "A", 2: "B"})
+    assert values["dice_A"] == 1.0 and values["hd95_A"] == 0.0 and values["missed_A"] == 0.0
+    assert values["dice_B"] == 0.0 and values["missed_B"] == 1.0
+    assert values["hd95_B"] == pytest.approx(diagonal, rel=1e-15) and values["assd_B"] == pytest.approx(diagonal, rel=1e-15)
+    assert values["hd95_mean"] == pytest.approx(diagonal / 2, rel=1e-15) and values["dice_mean"] == 0.5
+    both_empty = case_metrics(np.zeros_like(gt), np.zeros_like(gt), spacing, {1: "A"})
+    assert math.isnan(both_empty["dice_A"]) and both_empty["hd95_A"] == 0.0 and both_empty["missed_A"] == 0.0
+    exact = case_metrics(gt, gt, spacing, {1: "A", 2: "B"})
+    cases = {"base": {"c1": exact, "c2": exact}, "missing": {"c1": values, "c2": exact}}
+    table = {(s.trainer, s.metric): s for s in summarise(cases, ["dice_mean", "hd95_B", "hd95_A", "assd_mean"], "base", n_permutations=100)}
+    assert table[("missing", "hd95_B")].n_worst_case == 1 and table[("missing", "assd_mean")].n_worst_case == 1
+    assert table[("missing", "hd95_A")].n_worst_case == 0 and table[("base", "hd95_B")].n_worst_case == 0
+    assert table[("missing", "dice_mean")].n_worst_case is None
+    assert table[("missing", "hd95_B")].mean == pytest.approx(diagonal / 2, rel=1e-15)
+    assert "(n=2, 1 worst case)" in markdown_table(list(table.values()), ["base", "missing"], "base")
+
+
+def test_a_diverged_run_is_scored_as_predicting_background_everywhere(tmp_path):
+    import SimpleITK as sitk
+
+    gt = np.zeros((1, 10, 20), np.uint8)
+    gt[0, 2:5, 3:9] = 1
+    image = sitk.GetImageFromArray(gt)
+    image.SetSpacing((1.0, 2.0, 5.0))  # SimpleITK's (x, y, z): numpy axes (z, y, x) get (5, 2, 1) mm
+    sitk.WriteImage(image, str(tmp_path / "case_00.nii.gz"))
+    [(case, values)] = diverged_case_metrics(tmp_path, ".nii.gz", ["case_00"], {1: "A", 2: "B"}).items()
+    diagonal = math.sqrt(5.0**2 + 20.0**2 + 20.0**2)
+    assert case == "case_00" and values["dice_A"] == 0.0 and values["missed_A"] == 1.0 and values["missed_B"] == 0.0
+    assert values["hd95_A"] == pytest.approx(diagonal, rel=1e-12) and values["assd_A"] == pytest.approx(diagonal, rel=1e-12)
+    assert math.isnan(values["dice_B"]) and values["hd95_B"] == 0.0 and values["delta"] == 1.0

@@ -13,3 +13,6 @@
 * :mod:`.small_plans` — a small plans variant for CPU runs;
 * :mod:`.preflight` — trainer lookup and readiness checks before launching trainings.
 """
+
+DIVERGED_MARKER = "diverged.json"
+"""The file a trainer writes into its output folder when its loss diverged (:mod:`.trainer`); studies read it."""

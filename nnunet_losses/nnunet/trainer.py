@@ -22,11 +22,23 @@ DDP. This class only
   restores the schedule on ``--c``,
 * refuses to start, before the first iteration, when maps are missing, stale or of the
   wrong kind, and on region-based label setups (not supported by these losses),
-* applies the seed and budget of :mod:`.run_settings` and records them.
+* applies the seed and budget of :mod:`.run_settings` and records them,
+* stops a training whose loss diverged (:class:`TrainingDiverged`), leaving
+  ``diverged.json`` in the output folder for the studies to count it.
+
+**Divergence.** After every training iteration the loss terms (averaged over DDP
+ranks) are checked: when any term, or nnU-Net's total loss of the step, is not finite,
+or a weight schedule refuses the values, the trainer writes ``diverged.json``
+(``{"epoch", "iteration", "loss_terms", "total_loss", "reason", "time"}``, rank 0) into
+its output folder and raises :class:`TrainingDiverged`, so ``nnUNetv2_train`` exits
+with an error. The marker is what a study reads to count the run as diverged rather
+than failed (:mod:`nnunet_losses.study.runs`); a new start of the same training
+(``--c`` included) removes an old marker before its first iteration.
 """
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +52,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import distributed as dist
 
 from .. import __version__
+from . import DIVERGED_MARKER
 from ..losses import CompositeLoss, SegmentationLoss
 from ..schedules import WeightSchedule
 from .configuration import PreprocessedConfiguration, configuration_from_managers
@@ -53,6 +66,10 @@ from .transforms import add_map_transforms
 
 LOG_KEYS = ("loss_terms", "loss_weights", "loss_schedule_state")
 RUN_RECORD = "nnunet_losses_run.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite (or a schedule refused its values); ``diverged.json`` says when."""
 
 
 class nnUNetTrainerLosses(nnUNetTrainer):
@@ -163,7 +180,7 @@ class nnUNetTrainerLosses(nnUNetTrainer):
     def train_step(self, batch: dict) -> dict:
         self._hand_maps_to_loss(batch)
         result = super().train_step(batch)
-        self._record_terms()
+        self._record_terms(float(result["loss"]))
         return result
 
     def validation_step(self, batch: dict) -> dict:
@@ -182,7 +199,8 @@ class nnUNetTrainerLosses(nnUNetTrainer):
     def current_weights(self) -> dict[str, float]:
         return self.loss.loss.weights
 
-    def _record_terms(self) -> None:
+    def _record_terms(self, total_loss: float) -> None:
+        """Add this step's loss terms to the epoch sums and the schedule; stop if the training diverged."""
         values = self.loss.last_values
         names = list(values)
         stacked = torch.stack([values[name].detach().float() for name in names])
@@ -190,6 +208,8 @@ class nnUNetTrainerLosses(nnUNetTrainer):
             dist.all_reduce(stacked)
             stacked /= dist.get_world_size()
         numbers = dict(zip(names, stacked.tolist()))
+        if not all(math.isfinite(value) for value in (*numbers.values(), total_loss)):
+            self._diverged(numbers, total_loss, "a loss value is not finite")
         for name, value in numbers.items():
             self._term_sums[name] = self._term_sums.get(name, 0.0) + value
         self._term_count += 1
@@ -197,7 +217,26 @@ class nnUNetTrainerLosses(nnUNetTrainer):
             try:
                 self.schedule.observe(numbers)
             except ValueError as error:
-                raise RuntimeError(f"epoch {self.current_epoch}: loss terms {numbers}: {error}; the training diverged") from error
+                self._diverged(numbers, total_loss, str(error), error)
+
+    def _diverged(self, numbers: Mapping[str, float], total_loss: float, reason: str, cause: Exception | None = None) -> None:
+        """Write ``diverged.json`` (rank 0) and raise :class:`TrainingDiverged`."""
+        marker = Path(self.output_folder) / DIVERGED_MARKER
+        if self.local_rank == 0:
+            record = {
+                "epoch": self.current_epoch,
+                "iteration": self._term_count,
+                "loss_terms": {name: repr(value) for name, value in numbers.items()},
+                "total_loss": repr(total_loss),
+                "reason": reason,
+                "time": datetime.now().isoformat(timespec="seconds"),
+            }
+            temporary = marker.with_suffix(".tmp")
+            temporary.write_text(json.dumps(record, indent=2))
+            temporary.replace(marker)
+        message = f"epoch {self.current_epoch}, iteration {self._term_count}: loss terms {numbers}, total {total_loss}: {reason}; the training diverged (recorded in {marker})"
+        self.print_to_log_file(message)
+        raise TrainingDiverged(message) from cause
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -301,6 +340,8 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         self._require_maps()
+        if self.local_rank == 0:
+            (Path(self.output_folder) / DIVERGED_MARKER).unlink(missing_ok=True)
         super().on_train_start()
         if self.run_settings.seed is not None:
             self._seed_sample_stream()

@@ -6,12 +6,14 @@
 
 Every run is nnU-Net's ``nnUNetv2_train`` with its own ``nnUNet_results`` below
 ``<out>/runs/``, on ``--device``; without it, on CUDA when a CUDA device is visible and
-on the CPU otherwise (Slurm jobs: CUDA), and the study prints which. Invoking the same study again resumes it: finished and failed runs
-are kept (``--retry-failed`` relaunches failed ones), unfinished ones are restarted,
-from their last checkpoint when they have one. Exit status: 0 when every run is done, 1
-when some failed or did not finish (results are still written from the others) or
-the study was refused, 2 for usage errors, 130 when interrupted (Ctrl-C or SIGTERM:
-the trainings are stopped and resume on the next invocation).
+on the CPU otherwise (Slurm jobs: CUDA), and the study prints which. Invoking the same study again resumes it: finished and diverged runs
+are kept (a run whose loss became non-finite is a result, counted at Dice 0), unfinished
+ones are restarted, from their last checkpoint when they have one, and runs that failed
+for any other reason are launched again until they have failed ``--retries`` + 1 times
+(``--retry-failed`` starts that count afresh). Exit status: 0 when every run is done or
+diverged, 1 when some failed or did not finish (results are still written from the
+others) or the study was refused, 2 for usage errors, 130 when interrupted (Ctrl-C or
+SIGTERM: the trainings are stopped and resume on the next invocation).
 """
 from __future__ import annotations
 
@@ -60,7 +62,14 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     )
     run.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
     run.add_argument("--parallel", type=_positive, default=1, help="local: runs at a time, each pinned to its own share of the cores")
-    run.add_argument("--retry-failed", action="store_true", help="relaunch failed runs (default: keep them as failed results)")
+    run.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        metavar="N",
+        help="launch a run that failed (killed, out of memory, any error other than a diverged loss) again until it has failed N+1 times (default 1)",
+    )
+    run.add_argument("--retry-failed", action="store_true", help="forget the failures of earlier invocations: failed runs get --retries anew")
     run.add_argument("--gpus", type=_positive, default=1, help="GPUs per run (default 1; more train with nnU-Net's DDP; Slurm requests them per job)")
     slurm = parser.add_argument_group("Slurm (--executor slurm, through submitit; one job per run)")
     slurm.add_argument("--partition", help="Slurm partition")
@@ -152,6 +161,8 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error(f"{', '.join(slurm_only)} only apply to --executor slurm")
     if args.device == "cpu" and args.gpus != 1:
         parser.error("--gpus applies to --device cuda")
+    if args.retries < 0:
+        parser.error(f"--retries must be 0 or more, got {args.retries}")
     if args.executor == "slurm" and args.parallel != 1:
         parser.error("--parallel applies to --executor local; Slurm runs every job as soon as it is scheduled")
 
@@ -166,7 +177,7 @@ def _run_interruptibly(spec: StudySpec, study_dir: Path, executor: Executor, arg
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return run_study(spec, study_dir, executor, args.device, args.gpus, args.retry_failed)
+        return run_study(spec, study_dir, executor, args.device, args.gpus, args.retries, args.retry_failed)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -200,7 +211,7 @@ def run_command(args: argparse.Namespace) -> int:
         written = write_compare_report(spec, study_dir, statuses, config.dataset_folder, args.baseline, args.permutations)
     names = [str(path.relative_to(study_dir)) for path in written]
     print(f"wrote {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''} in {study_dir}")
-    unfinished = [status for status in statuses if status.state is not State.DONE]
+    unfinished = [status for status in statuses if status.state not in (State.DONE, State.DIVERGED)]
     if unfinished:
         print(f"{len(unfinished)} of {len(statuses)} runs are not done; see: nnunet-losses study status {study_dir}", file=sys.stderr)
         return 1

@@ -6,6 +6,12 @@ from the predicted validation cases and ``gt_segmentations``. ``foreground_mean.
 is the mean over foreground classes of each class's mean Dice over the validation
 cases, and ``mean.<label>.Dice`` is that class's mean — the per-model value of the
 convergence CDF (region-wise loss paper §4.3-4.4).
+
+Every run counts: a **diverged** run (its loss became non-finite, ``diverged.json``, see
+:mod:`.runs`) is a model that did not converge and enters the results at Dice 0 — mean
+and every class — flagged by ``status = diverged``. nnU-Net never validated it, and a
+network with non-finite weights predicts nothing usable, so 0 is its score, not a
+stand-in for a missing value. Failed runs (infrastructure) have no Dice and are left out.
 """
 from __future__ import annotations
 
@@ -58,11 +64,24 @@ def training_seconds(paths: RunPaths) -> float | None:
 
 
 def cdf_rows(statuses: Iterable[RunStatus], labels: Mapping[int, str]) -> list[dict]:
-    """One row per run: trainer, seed, fold, state, Dice (done runs), epochs, seconds, error (failed runs)."""
+    """One row per run: trainer, seed, fold, state, Dice, epochs, seconds, error.
+
+    Dice: nnU-Net's for done runs, 0.0 (mean and each class) for diverged runs, empty
+    otherwise. Epochs: from the newest checkpoint; for a diverged run, the epochs it
+    completed before the one its loss diverged in. Error: the one-line reason of a
+    failed or diverged run.
+    """
     rows = []
     for status in statuses:
-        done = status.state is State.DONE
-        dice = summary_dice(status.paths.summary, labels) if done else {"dice_mean": None, **{f"dice_{name}": None for name in labels.values()}}
+        epochs = completed_epochs(status.paths)
+        if status.state is State.DONE:
+            dice = summary_dice(status.paths.summary, labels)
+        elif status.state is State.DIVERGED:
+            dice = {"dice_mean": 0.0, **{f"dice_{name}": 0.0 for name in labels.values()}}
+            marker = read_json(status.paths.diverged_marker)
+            epochs = int(marker["epoch"]) if isinstance(marker, dict) and isinstance(marker.get("epoch"), int) else epochs
+        else:
+            dice = {"dice_mean": None, **{f"dice_{name}": None for name in labels.values()}}
         rows.append(
             {
                 "trainer": status.run.trainer,
@@ -70,9 +89,9 @@ def cdf_rows(statuses: Iterable[RunStatus], labels: Mapping[int, str]) -> list[d
                 "fold": status.run.fold,
                 "status": status.state.value,
                 **dice,
-                "epochs": completed_epochs(status.paths),
+                "epochs": epochs,
                 "seconds": training_seconds(status.paths),
-                "error": status.detail if status.state is State.FAILED else "",
+                "error": status.detail if status.state in (State.FAILED, State.DIVERGED) else "",
             }
         )
     return rows

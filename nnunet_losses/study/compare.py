@@ -14,6 +14,10 @@ compared with the baseline on the cases both have (paired by case id):
 
 p < 0.05 is marked with ``*``. Pairs where either value is undefined (NaN) are dropped
 by the tests; with fewer than 2 pairs left no p-value is given.
+
+``n_worst_case`` (HD95 and ASSD only): of a trainer's ``n`` cases, how many took the
+worst-case distance, the image diagonal in mm, because exactly one of prediction and
+reference contained the class (``_mean``: any class); see :mod:`.case_metrics`.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import paired_permutation_test, paired_t_test_one_tailed
-from .case_metrics import higher_is_better
+from .case_metrics import higher_is_better, worst_case_applied
 from .plots import plot_boxes
 
 SIGNIFICANCE = 0.05
@@ -48,6 +52,7 @@ class MetricSummary:
     p_permutation: float | None = None
     p_t_test: float | None = None
     t_alternative: str | None = None
+    n_worst_case: int | None = None
 
 
 def _mean_std(values: np.ndarray) -> tuple[int, float, float]:
@@ -65,8 +70,10 @@ def summarise(cases: CaseTable, metrics: Sequence[str], baseline: str, n_permuta
     for metric in metrics:
         for trainer, by_case in cases.items():
             n, mean, std = _mean_std(np.array([values[metric] for values in by_case.values()], dtype=float))
+            flags = [worst_case_applied(metric, values) for values in by_case.values()]
+            worst = None if any(flag is None for flag in flags) else sum(flags)
             if trainer == baseline:
-                summaries.append(MetricSummary(trainer, metric, n, mean, std))
+                summaries.append(MetricSummary(trainer, metric, n, mean, std, n_worst_case=worst))
                 continue
             common = sorted(set(by_case) & set(cases[baseline]))
             a = np.array([by_case[case][metric] for case in common], dtype=float)
@@ -78,10 +85,11 @@ def summarise(cases: CaseTable, metrics: Sequence[str], baseline: str, n_permuta
                     warnings.simplefilter("ignore", RuntimeWarning)  # identical differences: t undefined
                     t_test = paired_t_test_one_tailed(a, b, alternative=alternative)
             except ValueError:  # fewer than 2 complete pairs
-                summaries.append(MetricSummary(trainer, metric, n, mean, std, int(np.sum(np.isfinite(a - b))), None, None, alternative))
+                pairs = int(np.sum(np.isfinite(a - b)))
+                summaries.append(MetricSummary(trainer, metric, n, mean, std, pairs, None, None, alternative, worst))
                 continue
             pairs = len(common) - permutation.n_dropped
-            summaries.append(MetricSummary(trainer, metric, n, mean, std, pairs, permutation.p_value, t_test.p_value, alternative))
+            summaries.append(MetricSummary(trainer, metric, n, mean, std, pairs, permutation.p_value, t_test.p_value, alternative, worst))
     return summaries
 
 
@@ -106,7 +114,8 @@ def markdown_table(summaries: Sequence[MetricSummary], trainers: Sequence[str], 
             if s is None:
                 row.append("")
                 continue
-            text = f"{s.mean:.4g} ± {s.std:.3g} (n={s.n})"
+            worst = f", {s.n_worst_case} worst case" if s.n_worst_case else ""
+            text = f"{s.mean:.4g} ± {s.std:.3g} (n={s.n}{worst})"
             if trainer != baseline:
                 text += f"; p_perm={_p(s.p_permutation)}, p_t={_p(s.p_t_test)} ({s.n_pairs} pairs)"
             row.append(text)

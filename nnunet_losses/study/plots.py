@@ -2,7 +2,8 @@
 
 * :func:`plot_cdf` — the convergence plot of the region-wise loss paper (Fig. 5 and
   Fig. 6c): per trainer, the empirical CDF ``F(x) = (1/M) sum_m 1[Dice_m <= x]`` of the
-  final mean foreground Dice of its ``M`` successful runs, as a step curve on [0, 1].
+  final mean foreground Dice of its ``M`` counted runs (done, and diverged at Dice 0), as a
+  step curve on [0, 1].
 * :func:`plot_boxes` — one box per trainer of a per-case metric.
 """
 from __future__ import annotations
@@ -23,30 +24,40 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
+def cdf_legend_label(trainer: str, values: Sequence[float], diverged: int, failed: int) -> str:
+    """``<trainer> (n=<counted runs>, median <Dice>, <k> diverged, <j> failed)``; zero counts and, without runs, the median are left out."""
+    notes = [f"{count} {what}" for count, what in ((diverged, "diverged"), (failed, "failed")) if count]
+    median = [f"median {np.median(np.asarray(values, dtype=float)):.3f}"] if len(values) else []
+    return f"{trainer} ({', '.join([f'n={len(values)}', *median, *notes])})"
+
+
 def plot_cdf(
     dice_by_trainer: Mapping[str, Sequence[float]],
+    diverged_by_trainer: Mapping[str, int],
     failed_by_trainer: Mapping[str, int],
     stem: Path,
     title: str,
     unfinished: int = 0,
 ) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.pdf``; the legend gives n, the median and failures per trainer.
+    """Write ``<stem>.png`` and ``<stem>.pdf``; the legend gives n, the median, diverged and failed runs per trainer.
 
-    Trainers without a successful run appear in the legend only; the title says how
-    many runs failed and how many are unfinished (both are left out of the curves).
+    ``dice_by_trainer`` holds every counted run, diverged ones included (at Dice 0), so
+    ``n`` and the median include them, e.g. ``nnUNetTrainerRRW (n=20, median 0.912, 2
+    diverged)``. Failed and unfinished runs are not in the curves: the legend gives the
+    failed count per trainer, the title both totals. Trainers without a counted run
+    appear in the legend only.
     """
     figure = _figure(7, 5 + 0.25 * len(dice_by_trainer))
     ax = figure.add_subplot()
     for trainer, values in dice_by_trainer.items():
-        failed = failed_by_trainer.get(trainer, 0)
-        suffix = f", {failed} failed" if failed else ""
+        label = cdf_legend_label(trainer, values, diverged_by_trainer.get(trainer, 0), failed_by_trainer.get(trainer, 0))
         if len(values) == 0:
-            ax.plot([], [], label=f"{trainer} (n=0{suffix})")
+            ax.plot([], [], label=label)
             continue
         x, f = empirical_cdf(np.asarray(values, dtype=float))
         xs = np.concatenate([[-0.02], x, [1.02]])
         fs = np.concatenate([[0.0], f, [1.0]])
-        ax.step(xs, fs, where="post", linewidth=2, label=f"{trainer} (n={len(values)}, median {np.median(values):.3f}{suffix})")
+        ax.step(xs, fs, where="post", linewidth=2, label=label)
     left_out = [f"{count} {what}" for count, what in ((sum(failed_by_trainer.values()), "failed"), (unfinished, "unfinished")) if count]
     ax.set_title(title + (f"\nnot shown: {' and '.join(left_out)} run(s)" if left_out else ""), fontsize=10)
     ax.set_xlim(-0.02, 1.02)  # a little room, so that curves at Dice 0 or 1 stay visible

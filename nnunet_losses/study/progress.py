@@ -5,8 +5,8 @@ in its output folder (``fold_<f>/training_log_*.txt``: ``Epoch N`` when epoch ``
 starts, ``Epoch time: ...`` when it ends; a resumed run adds a log file that goes on
 from its checkpoint's epoch). A run's epochs are the study's ``--epochs``, else the
 ``num_epochs`` its ``nnunet_losses_run.json`` records, else nnU-Net's 1000. A done run
-counts all its epochs; a failed run only those it finished, so the bar ends at 100 %
-when every run has ended. A thread rereads the logs of the unfinished runs every
+counts all its epochs; a failed or diverged run only those it finished, so the bar ends
+at 100 % when every run has ended (a failed run that is retried waits again). A thread rereads the logs of the unfinished runs every
 ``refresh_seconds``.
 
 Above the bar: one line per started run with the path of its log (``train.log`` in the
@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -29,7 +29,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from .launch import RunOutcome
-from .runs import RunPaths, RunStatus, State, read_json
+from .runs import RunPaths, RunStatus, State, divergence_summary, read_json
 from .spec import Run
 
 NNUNET_DEFAULT_EPOCHS = 1000
@@ -82,7 +82,7 @@ class _RunEpochs:
     """What the display knows about one run."""
 
     paths: RunPaths
-    state: str  # "done", "failed", "waiting" (to launch), "running" (launched here), "elsewhere" (running in another process)
+    state: str  # "done", "diverged", "failed", "waiting" (to launch), "running" (launched here), "elsewhere" (in another process)
     epochs: int | None  # the study's --epochs; None: from the run record, else nnU-Net's default
     finished: int = 0
     announced: bool = False
@@ -108,7 +108,7 @@ class _RunEpochs:
 
     @property
     def total(self) -> int:
-        if self.state == "failed":
+        if self.state in ("failed", "diverged"):
             return self.finished
         if self.epochs is None:
             self.epochs = recorded_epochs(self.paths.output_folder)
@@ -118,7 +118,7 @@ class _RunEpochs:
         """Update ``finished``: all epochs of a done run, the logged ones of an unfinished run."""
         if self.state == "done":
             self.finished = self.total
-        elif self.state != "failed":
+        elif self.state not in ("failed", "diverged"):
             self.finished = min(finished_epochs(self.paths.output_folder, self.logs), self.total)
 
 
@@ -148,8 +148,8 @@ class StudyProgress:
         for status in statuses:
             if status.run in pending:
                 state = "waiting"
-            elif status.state is State.DONE:
-                state = "done"
+            elif status.state in (State.DONE, State.DIVERGED):
+                state = status.state.value
             elif status.state is State.RUNNING:
                 state = "elsewhere"
             else:
@@ -175,20 +175,32 @@ class StudyProgress:
         with self._lock:
             entry = self._runs[outcome.run]
             entry.read()
-            entry.state = "done" if outcome.ok else "failed"
+            diverged = read_json(entry.paths.diverged_marker)
+            entry.state = "done" if outcome.ok else "diverged" if isinstance(diverged, dict) else "failed"
             entry.read()
             if outcome.ok:
                 self._write(f"done    {outcome.run} ({outcome.seconds:.0f} s{', resumed' if outcome.resumed else ''})")
+            elif isinstance(diverged, dict):
+                self._write(f"DIVERGED {outcome.run}: {divergence_summary(diverged)} (counted at Dice 0; log: {entry.paths.log})")
             else:
                 self._write(f"FAILED  {outcome.run}: {outcome.error} (log: {entry.paths.log})")
+            self._show()
+
+    def add(self, runs: Iterable[Run]) -> None:
+        """Runs launched again (retries of failed attempts): they wait for their new attempt."""
+        with self._lock:
+            for run in runs:
+                entry = self._runs[run]
+                entry.state, entry.announced = "waiting", False
+                entry.stale_marker = entry.marker_time()
             self._show()
 
     # --- the display ----------------------------------------------------------------------------------
 
     @property
     def counts(self) -> dict[str, int]:
-        """Runs per state of the display: done, failed, running (here or elsewhere), waiting."""
-        counts = {"done": 0, "failed": 0, "running": 0, "waiting": 0}
+        """Runs per state of the display: done, diverged, failed, running (here or elsewhere), waiting."""
+        counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "waiting": 0}
         for entry in self._runs.values():
             counts["running" if entry.state in ("running", "elsewhere") else entry.state] += 1
         return counts
@@ -205,7 +217,8 @@ class StudyProgress:
         elapsed = int(self._clock() - self._began)
         return (
             f"{self._description}: epochs {done}/{total} ({100 * done // max(total, 1)} %); runs: {counts['done']} done, "
-            f"{counts['running']} running, {counts['failed']} failed, {counts['waiting']} waiting; "
+            + (f"{counts['diverged']} diverged, " if counts["diverged"] else "")
+            + f"{counts['running']} running, {counts['failed']} failed, {counts['waiting']} waiting; "
             f"{elapsed // 60}:{elapsed % 60:02d} elapsed"
         )
 
@@ -226,7 +239,8 @@ class StudyProgress:
         self._bar.total = total
         self._bar.n = done
         counts = self.counts
-        self._bar.set_postfix_str(f"runs: {counts['done']} done, {counts['running']} running, {counts['failed']} failed", refresh=False)
+        diverged = f", {counts['diverged']} diverged" if counts["diverged"] else ""
+        self._bar.set_postfix_str(f"runs: {counts['done']} done{diverged}, {counts['running']} running, {counts['failed']} failed", refresh=False)
         self._bar.refresh()
         now = self._clock()
         if self._bar.disable and (self._last_line is None or now - self._last_line >= self._line_seconds):

@@ -1,11 +1,15 @@
 """The result files of a study, written from the finished runs after every invocation.
 
 CDF study: ``cdf_results.csv`` (one row per run, every state) and ``cdf.png``/``cdf.pdf``
-(the successful runs; the plot says how many failed or did not finish).
+(the done runs and the diverged ones at Dice 0; the legend says how many diverged per
+trainer, the title how many failed or did not finish — those are not in the curves).
 
-Comparison: ``compare_cases.csv`` (one row per trainer and validation case),
-``compare_summary.csv`` and ``compare.md`` (mean ± std per trainer and metric, paired
-tests against the baseline, see :mod:`.compare`) and ``compare_<metric>.png``.
+Comparison: ``compare_cases.csv`` (one row per trainer and validation case, with the
+run's status and the ``missed_<class>`` flags), ``compare_summary.csv`` and
+``compare.md`` (mean ± std per trainer and metric, how many cases took the worst-case
+distance, paired tests against the baseline, see :mod:`.compare`) and
+``compare_<metric>.png``. Diverged runs are in all of them, scored as predicting
+background everywhere on their fold's validation cases (:mod:`.case_metrics`).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from .case_metrics import metric_names, validation_case_metrics
+from .case_metrics import diverged_case_metrics, metric_names, missed_names, validation_case_metrics
 from .collect import CDF_RESULTS, cdf_rows, foreground_label_names, write_csv
 from .compare import box_plots, markdown_table, summarise, summary_rows
 from .plots import plot_cdf
@@ -37,44 +41,56 @@ def write_cdf_report(spec: StudySpec, study_dir: Path, statuses: Sequence[RunSta
     labels = foreground_label_names(json.loads((dataset_folder / "dataset.json").read_text()))
     rows = cdf_rows(statuses, labels)
     written = [write_csv(rows, study_dir / CDF_RESULTS)]
-    dice = {trainer: [row["dice_mean"] for row in rows if row["trainer"] == trainer and row["status"] == State.DONE.value] for trainer in spec.trainers}
+    counted = (State.DONE.value, State.DIVERGED.value)
+    dice = {trainer: [row["dice_mean"] for row in rows if row["trainer"] == trainer and row["status"] in counted] for trainer in spec.trainers}
+    diverged = Counter(row["trainer"] for row in rows if row["status"] == State.DIVERGED.value)
     failed = Counter(row["trainer"] for row in rows if row["status"] == State.FAILED.value)
-    unfinished = sum(row["status"] not in (State.DONE.value, State.FAILED.value) for row in rows)
+    unfinished = sum(row["status"] not in (*counted, State.FAILED.value) for row in rows)
     folds = ", ".join(map(str, spec.folds))
     title = f"{spec.dataset} {spec.configuration}, fold {folds}\n{len(spec.seeds)} seeds per trainer; {_budget(spec)}"
-    return written + plot_cdf(dice, dict(failed), study_dir / "cdf", title, unfinished)
+    return written + plot_cdf(dice, dict(diverged), dict(failed), study_dir / "cdf", title, unfinished)
 
 
 def write_compare_report(
     spec: StudySpec, study_dir: Path, statuses: Sequence[RunStatus], dataset_folder: Path, baseline: str, n_permutations: int = 10000
 ) -> list[Path]:
-    """Per-case metrics of the finished runs, their summary with paired tests, and box plots."""
+    """Per-case metrics of the done and diverged runs, their summary with paired tests and worst-case counts, and box plots."""
     dataset_json = json.loads((dataset_folder / "dataset.json").read_text())
     labels = foreground_label_names(dataset_json)
     ignore = dataset_json["labels"].get("ignore")
     metrics = metric_names(labels)
+    splits = json.loads((dataset_folder / "splits_final.json").read_text())
+    gt_folder = dataset_folder / "gt_segmentations"
     cases: dict[str, dict[str, dict[str, float]]] = {trainer: {} for trainer in spec.trainers}
     rows = []
     for status in statuses:
-        if status.state is not State.DONE:
+        if status.state is State.DONE:
+            per_case = validation_case_metrics(status.paths.validation, gt_folder, dataset_json["file_ending"], labels, ignore)
+        elif status.state is State.DIVERGED:
+            per_case = diverged_case_metrics(gt_folder, dataset_json["file_ending"], splits[status.run.fold]["val"], labels, ignore)
+        else:
             continue
-        per_case = validation_case_metrics(status.paths.validation, dataset_folder / "gt_segmentations", dataset_json["file_ending"], labels, ignore)
         cases[status.run.trainer].update(per_case)
-        rows += [{"trainer": status.run.trainer, "fold": status.run.fold, "case": case, **values} for case, values in per_case.items()]
-    written = [write_csv(rows, study_dir / COMPARE_CASES, ["trainer", "fold", "case", *metrics])]
+        rows += [{"trainer": status.run.trainer, "fold": status.run.fold, "status": status.state.value, "case": case, **values} for case, values in per_case.items()]
+    written = [write_csv(rows, study_dir / COMPARE_CASES, ["trainer", "fold", "status", "case", *metrics, *missed_names(labels)])]
     summaries = summarise(cases, metrics, baseline, n_permutations)
     written.append(write_csv(summary_rows(summaries, baseline), study_dir / COMPARE_SUMMARY))
-    unfinished = [status for status in statuses if status.state is not State.DONE]
+    counted = (State.DONE, State.DIVERGED)
+    unfinished = [status for status in statuses if status.state not in counted]
+    diverged = [status for status in statuses if status.state is State.DIVERGED]
     header = [
         f"# {spec.dataset} {spec.configuration}: {', '.join(spec.trainers)}",
         "",
         f"Folds {', '.join(map(str, spec.folds))}, seed {', '.join(map(str, spec.seeds))}, {_budget(spec)}; "
-        f"{len(statuses) - len(unfinished)} of {len(statuses)} runs finished"
+        f"{len(statuses) - len(unfinished)} of {len(statuses)} runs counted"
+        + (f"; diverged, scored as predicting background everywhere: {', '.join(str(s.run) for s in diverged)}" if diverged else "")
         + (f" (not included: {', '.join(f'{s.run} [{s.state.value}]' for s in unfinished)})" if unfinished else "")
         + ".",
         "",
         "Validation cases of all folds pooled; mean ± sample std (n cases). HD95, ASSD and d3d (centroid distance d_3D) "
-        "in mm; delta = |N_GT - N_pred| connected components of the foreground; `_mean` = mean over foreground classes.",
+        "in mm; delta = |N_GT - N_pred| connected components of the foreground; `_mean` = mean over foreground classes. "
+        "Where exactly one of prediction and reference contains a class, its HD95 and ASSD are the image diagonal in mm "
+        "(worst case; `k worst case` = cases it applied to); where neither does, its Dice is left out and its distances are 0.",
         "",
         f"p_perm: paired two-sided sign-flip permutation test ({n_permutations} permutations); "
         f"p_t: one-tailed paired t-test, H1: the trainer is better than the baseline {baseline} "

@@ -11,13 +11,17 @@ Order of a study invocation:
    :func:`ensure_splits` then writes nnU-Net's default split if there is none;
 3. under a lock on the study folder (one study process per folder; an ``flock`` that
    the system releases when the process dies), ``study.json`` is written and each run's
-   state decides (see :mod:`.runs`): ``done`` runs are skipped, ``running`` ones (still
-   alive from an earlier invocation or on the cluster) are left alone, ``interrupted``
-   and ``left`` ones are launched — with ``--c`` when they have a checkpoint.
-   ``failed`` runs stay failed unless ``retry_failed`` is set: a seed whose training
-   crashed (e.g. diverged) is a result of a convergence study, and retrying it until it
-   succeeds would bias the CDF; retry after transient failures (out of memory, a lost
-   node) with ``--retry-failed``. A failed run does not stop the others.
+   state decides (see :mod:`.runs`): ``done`` and ``diverged`` runs are results and are
+   skipped, ``running`` ones (still alive from an earlier invocation or on the cluster)
+   are left alone, ``interrupted`` and ``left`` ones are launched — with ``--c`` when
+   they have a checkpoint.
+4. ``failed`` runs (an error without the trainer's divergence marker: killed, out of
+   memory, a missing file) are infrastructure failures, not results: a run is launched
+   again, in this invocation and in later ones, until it has failed ``retries + 1``
+   times in all (``--retries``, default 1; counted from ``attempts.json``); then it is
+   kept as failed, reported, and left out of the results. ``retry_failed``
+   (``--retry-failed``, after fixing the cause) forgets the failures of earlier
+   invocations. A failed run does not stop the others.
 """
 from __future__ import annotations
 
@@ -35,8 +39,8 @@ from .collect import foreground_label_names
 from .executors import Executor
 from .launch import RunLaunch
 from .progress import StudyProgress
-from .runs import RunStatus, State, study_statuses, write_json
-from .spec import StudySpec, check_spec, save_spec
+from .runs import RunStatus, State, failed_attempts, study_statuses, write_json
+from .spec import Run, StudySpec, check_spec, save_spec
 
 LOCK_FILE = ".study.lock"
 RESTARTED_STATES = (State.INTERRUPTED, State.LEFT)
@@ -112,29 +116,52 @@ def study_lock(study_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_study(spec: StudySpec, study_dir: Path, executor: Executor, device: str, gpus: int = 1, retry_failed: bool = False) -> list[RunStatus]:
-    """Launch every run that is not done, running or (unless ``retry_failed``) failed; returns the states afterwards."""
+def _retry_budget_left(status: RunStatus, retries: int, forgiven: dict[Run, int]) -> bool:
+    """Whether a failed run may be launched again: fewer than ``retries + 1`` counted failures."""
+    return failed_attempts(status.paths) - forgiven.get(status.run, 0) <= retries
+
+
+def run_study(
+    spec: StudySpec, study_dir: Path, executor: Executor, device: str, gpus: int = 1, retries: int = 1, retry_failed: bool = False
+) -> list[RunStatus]:
+    """Launch every run that is not done, diverged, running or out of retries; returns the states afterwards.
+
+    Runs that fail are launched again, round after round, while their retries last (see the module docstring).
+    """
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
     with study_lock(study_dir):
         check_spec(spec, study_dir)
         save_spec(spec, study_dir)
         statuses = study_statuses(study_dir, spec)
+        forgiven = {s.run: failed_attempts(s.paths) for s in statuses if s.state is State.FAILED} if retry_failed else {}
         counts = Counter(status.state for status in statuses)
-        launched = RESTARTED_STATES + ((State.FAILED,) if retry_failed else ())
-        pending = [status for status in statuses if status.state in launched]
-        kept_failed = 0 if retry_failed else counts[State.FAILED]
+        failed = [status for status in statuses if status.state is State.FAILED]
+        retried = [status for status in failed if _retry_budget_left(status, retries, forgiven)]
+        pending = [status for status in statuses if status.state in RESTARTED_STATES] + retried
         resumed = sum(status.paths.resumable for status in pending)
         print(
-            f"{spec.kind} study in {study_dir}: {len(statuses)} runs, {counts[State.DONE]} done, "
-            f"{counts[State.RUNNING]} running elsewhere, {kept_failed} failed (kept; --retry-failed relaunches them), "
+            f"{spec.kind} study in {study_dir}: {len(statuses)} runs, {counts[State.DONE]} done, {counts[State.DIVERGED]} diverged, "
+            f"{counts[State.RUNNING]} running elsewhere, {len(failed)} failed ({len(retried)} retried, "
+            f"{len(failed) - len(retried)} out of retries: --retry-failed relaunches them), "
             f"{len(pending)} to launch ({resumed} from a checkpoint)"
         )
         for status in statuses:
             if status.state is State.RUNNING:
                 print(f"  left alone, still running: {status.run} ({status.detail})")
-        launches = [RunLaunch.of(spec, status.paths, status.run, device, gpus) for status in pending]
         progress = StudyProgress(statuses, {status.run for status in pending}, spec.epochs, f"{spec.kind} {spec.dataset}")
         try:
-            executor.run(launches, progress)
+            for round_ in range(retries + 1):  # bounded also where a failure leaves no attempt record (a lost Slurm job)
+                if round_ > 0:
+                    for status in pending:
+                        print(f"retrying {status.run} (failure {failed_attempts(status.paths) - forgiven.get(status.run, 0)} of at most {retries + 1}): {status.detail}")
+                    progress.add(status.run for status in pending)
+                executor.run([RunLaunch.of(spec, status.paths, status.run, device, gpus) for status in pending], progress)
+                launched = {status.run for status in pending}
+                after = [status for status in study_statuses(study_dir, spec) if status.run in launched and status.state is State.FAILED]
+                pending = [status for status in after if _retry_budget_left(status, retries, forgiven)]
+                if not pending:
+                    break
         finally:
             progress.close()
         return study_statuses(study_dir, spec)

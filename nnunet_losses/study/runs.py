@@ -13,6 +13,8 @@ Layout of a study folder::
         failed.json                         present after a failed attempt: exit code, error summary
         <Dataset>/<trainer>__<plans>__<configuration>/fold_<f>/   nnU-Net's own output folder
                                             (the run folder is the run's nnUNet_results)
+            diverged.json                   written by the trainer when its loss became non-finite
+                                            (:mod:`nnunet_losses.nnunet.trainer`)
 
 States (:class:`State`), checked in this order:
 
@@ -20,7 +22,12 @@ States (:class:`State`), checked in this order:
   and be an ``nnUNetv2_train`` process; on another host the Slurm job must still be
   in ``squeue`` (without ``squeue`` it is assumed alive).
 * ``done``: nnU-Net wrote ``checkpoint_final.pth`` and ``validation/summary.json``.
-* ``failed``: the last attempt exited with an error (``failed.json``).
+* ``diverged``: the trainer stopped because its loss became non-finite and left
+  ``diverged.json`` in nnU-Net's output folder. A result of the study, not a failure:
+  it counts as a run with Dice 0 and is never relaunched.
+* ``failed``: the last attempt exited with an error (``failed.json``) without the
+  divergence marker: an infrastructure failure (killed, out of memory, a missing file,
+  any other error). Failed runs are retried (:mod:`.runner`) and left out of the results.
 * ``interrupted``: an attempt started but neither finished nor failed (a stale
   ``running.json`` or a checkpoint without validation); it resumes with ``--c``.
 * ``left``: never started.
@@ -39,6 +46,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from ..nnunet import DIVERGED_MARKER
 from .spec import Run, StudySpec
 
 RUNS_FOLDER = "runs"
@@ -47,6 +55,7 @@ ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)
 
 class State(str, Enum):
     DONE = "done"
+    DIVERGED = "diverged"
     RUNNING = "running"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
@@ -86,6 +95,10 @@ class RunPaths:
     @property
     def failed_marker(self) -> Path:
         return self.run_dir / "failed.json"
+
+    @property
+    def diverged_marker(self) -> Path:
+        return self.output_folder / DIVERGED_MARKER
 
     @property
     def checkpoint_final(self) -> Path:
@@ -176,6 +189,9 @@ def run_status(study_dir: Path, spec: StudySpec, run: Run) -> RunStatus:
         stale = f"stopped without finishing ({where})"
     if paths.finished:
         return RunStatus(run, paths, State.DONE)
+    diverged = read_json(paths.diverged_marker)
+    if isinstance(diverged, dict):
+        return RunStatus(run, paths, State.DIVERGED, divergence_summary(diverged))
     failed = read_json(paths.failed_marker)
     if isinstance(failed, dict):
         return RunStatus(run, paths, State.FAILED, str(failed.get("error", "")))
@@ -183,6 +199,19 @@ def run_status(study_dir: Path, spec: StudySpec, run: Run) -> RunStatus:
         resume = "resumes from its checkpoint" if paths.resumable else "restarts from scratch"
         return RunStatus(run, paths, State.INTERRUPTED, f"{stale or 'not finished'}; {resume}")
     return RunStatus(run, paths, State.LEFT)
+
+
+def divergence_summary(marker: dict) -> str:
+    """One line from a ``diverged.json``: where the loss became non-finite and its values."""
+    terms = ", ".join(f"{name}={value}" for name, value in marker.get("loss_terms", {}).items())
+    return f"diverged at epoch {marker.get('epoch', '?')}, iteration {marker.get('iteration', '?')}: {terms} ({marker.get('reason', '')})"
+
+
+def failed_attempts(paths: RunPaths) -> int:
+    """Attempts of a run that exited with an error (interrupted ones not counted); at least 1 if ``failed.json`` exists."""
+    attempts = read_json(paths.attempts)
+    count = sum(1 for a in attempts if a.get("returncode") != 0 and not a.get("interrupted")) if isinstance(attempts, list) else 0
+    return max(count, int(paths.failed_marker.is_file()))
 
 
 def study_statuses(study_dir: Path, spec: StudySpec) -> list[RunStatus]:

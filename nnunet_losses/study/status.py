@@ -2,8 +2,10 @@
 
 Reads only the study folder (``study.json``, the run markers and nnU-Net's outputs),
 so it can follow a study that runs in another process or on a cluster. States are
-those of :mod:`.runs`; done runs show their final mean foreground Dice, running ones
-their process, failed ones their error and the last lines of their ``train.log``.
+those of :mod:`.runs`; done runs show their final mean foreground Dice, diverged ones
+where their loss became non-finite (they count at Dice 0), running ones their process,
+failed ones their error and the last lines of their ``train.log``. Below the table, one
+line per trainer: its runs counted in the results (done + diverged) and how many diverged.
 """
 from __future__ import annotations
 
@@ -46,6 +48,10 @@ def status_report(study_dir: Path, log_lines: int = LOG_LINES) -> str:
         "",
         f"{len(statuses)} runs: " + ", ".join(f"{counts[state]} {state.value}" for state in State),
     ]
+    for trainer in spec.trainers:
+        states = Counter(s.state for s in statuses if s.run.trainer == trainer)
+        counted = states[State.DONE] + states[State.DIVERGED]
+        lines.append(f"{trainer}: {counted} counted (done or diverged), {states[State.DIVERGED]} diverged, {states[State.FAILED]} failed")
     for status in statuses:
         if status.state is State.FAILED:
             lines += ["", f"--- {status.run}: last lines of {status.paths.log}"]
