@@ -646,7 +646,7 @@ def test_device_choice_without_device(monkeypatch, capsys):
 
 
 def test_diverged_runs_count_at_dice_0_in_the_rows_and_the_legend(tmp_path):
-    spec, paths, process = _hand_made_study(tmp_path)
+    spec, _, process = _hand_made_study(tmp_path)
     try:
         statuses = study_statuses(tmp_path, spec)
     finally:

@@ -388,7 +388,7 @@ def test_dice_ce_control_computes_nnunets_own_loss_exactly(cardiac):
     control = find_trainer_class("nnUNetTrainerDiceCE")({**plans, "continue_training": False}, "2d", 0, dataset_json, torch.device("cpu"))
     ours, theirs = control._build_loss(), reference._build_loss()
     patch = reference.configuration_manager.patch_size
-    shapes = [[int(round(p * s)) for p, s in zip(patch, scale)] for scale in reference._get_deep_supervision_scales()]
+    shapes = [[round(p * s) for p, s in zip(patch, scale)] for scale in reference._get_deep_supervision_scales()]
     generator = torch.Generator().manual_seed(0)
     output = [torch.randn(2, 4, *shape, generator=generator, requires_grad=True) for shape in shapes]
     target = [torch.randint(0, 4, (2, 1, *shape), generator=generator).float() for shape in shapes]
