@@ -9,8 +9,7 @@ Both include their start-up (Python, PyTorch and nnU-Net imports: about 2-3 s ea
 here); a third column times a second ``setup_maps.py`` run that finds every map valid,
 i.e. that fixed start-up plus the checks. Each reports the median over the rounds; the
 ratio is setup_maps / nnUNetv2_preprocess (goal: <= 0.25). Last, the per-case cost of the
-maps is split, in this process and single-threaded, into computing them and compressing
-and writing them.
+maps is split, in this process and single-threaded, into computing them and writing them.
 
     python benchmarks/setup_maps.py [--cases 20] [--rounds 2] [-np 2] [--configurations 2d 3d_fullres]
 """
@@ -105,7 +104,7 @@ def main() -> None:
         print("\nper case, one process, one thread:")
         for configuration in args.configurations:
             compute, write = per_case_split(configuration)
-            print(f"  {configuration:<12} computing the maps {compute * 1000:.0f} ms, compressing and writing them {write * 1000:.0f} ms")
+            print(f"  {configuration:<12} computing the maps {compute * 1000:.0f} ms, writing them {write * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
