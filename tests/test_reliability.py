@@ -35,6 +35,7 @@ from nnunet_losses.study.spec import StudySpec
 from conftest import SMALL_PLANS, run_command
 
 pytestmark = pytest.mark.nnunet
+SMALL_DISK_ID, REGIONS_ID = 211, 212  # ids no other test module uses: nnU-Net resolves an id across all its folders
 KINDS = ("rrw", "signed_distance")
 RERUN = "finished cases are kept and no partial file was left: run the same command again to resume"
 
@@ -179,12 +180,12 @@ def small_filesystem(folder: Path, size: str) -> Iterator[None]:
 
 
 def test_full_small_filesystem_stops_with_one_line_and_keeps_finished_cases(cardiac, tmp_path):
-    name, folder = copy_dataset(cardiac, 204, "SmallDisk")
+    name, folder = copy_dataset(cardiac, SMALL_DISK_ID, "SmallDisk")
     try:
         with small_filesystem(tmp_path / "small", "800k"):  # a 2d case's maps take about 600 KB
             (folder / "nnunet_losses_maps").symlink_to(tmp_path / "small")
-            result = setup_maps(cardiac.workspace.environment(), "-d", "204", "-c", "2d", "-p", SMALL_PLANS)
-            store = MapStore(load_configuration(204, "2d", SMALL_PLANS))
+            result = setup_maps(cardiac.workspace.environment(), "-d", str(SMALL_DISK_ID), "-c", "2d", "-p", SMALL_PLANS)
+            store = MapStore(load_configuration(SMALL_DISK_ID, "2d", SMALL_PLANS))
             assert (result.returncode, result.stdout) == (1, "")
             line = re.fullmatch(
                 rf"error: cannot write the '(rrw|signed_distance)' map of case (cardiac_\d+) to {re.escape(str(store.folder))}/\2__\1\.b2nd: "
@@ -302,10 +303,10 @@ def test_region_based_dataset_is_refused_before_any_folder_is_created(cardiac):
     dataset_json = json.loads((cardiac.folder / "dataset.json").read_text())
     dataset_json["labels"] = {"background": 0, "heart": [1, 2, 3], "left_heart": [2, 3], "LV": 3}
     dataset_json["regions_class_order"] = [1, 2, 3]
-    name, folder = copy_dataset(cardiac, 203, "Regions", dataset_json)
+    name, folder = copy_dataset(cardiac, REGIONS_ID, "Regions", dataset_json)
     try:
         before = sorted(p.name for p in folder.iterdir())
-        result = setup_maps(cardiac.workspace.environment(), "-d", "203", "-c", "2d", "-p", SMALL_PLANS)
+        result = setup_maps(cardiac.workspace.environment(), "-d", str(REGIONS_ID), "-c", "2d", "-p", SMALL_PLANS)
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr == (
             f"error: {name} is region-based (dataset.json gives labels as lists of values, overlapping regions); "
