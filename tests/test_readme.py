@@ -215,10 +215,13 @@ def test_readme_cpu_workflow_runs_as_written_to_predictions(cardiac, tmp_path):
 # --- the convergence study's figures ----------------------------------------------------------------------------
 
 
-def study_results() -> dict[str, list[dict]]:
-    """The committed ``cdf_results.csv`` rows of every study folder, by trainer."""
+CONVERGENCE_STUDIES = ("convergence_cdf", "convergence_cdf_adam")
+
+
+def study_results(studies: tuple[str, ...] = CONVERGENCE_STUDIES) -> dict[str, list[dict]]:
+    """The committed ``cdf_results.csv`` rows of the given study folders, by trainer."""
     rows: dict[str, list[dict]] = {}
-    for path in sorted((REPO / "studies").glob("*/cdf_results.csv")):
+    for path in (REPO / "studies" / study / "cdf_results.csv" for study in studies):
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
                 rows.setdefault(row["trainer"], []).append(row)
@@ -227,7 +230,7 @@ def study_results() -> dict[str, list[dict]]:
 
 def test_readme_convergence_table_equals_the_committed_csvs():
     """Each row: models with Dice > 0, the median (as in the plot's legend) and the best model's mean and per-class Dice."""
-    section = readme_section("## Convergence study: RW-Boundary vs RRW")
+    section = readme_section("## Convergence study: RW-Boundary vs RRW").split("\n### ")[0]
     quoted = {m.group(1): m.group(0) for m in re.finditer(r"^\| [^|]+ \| `(nnUNetTrainer\w+)` \|.*\|$", section, flags=re.M)}
     results = study_results()
     assert sorted(quoted) == sorted(results)
@@ -264,3 +267,18 @@ def test_readme_convergence_text_figures_equal_the_committed_csvs():
     assert not np.any(dice("nnUNetTrainerRWBoundary", "dice_LV") > 0)
     for text in expected:
         assert text in section, text
+
+
+def test_readme_learning_speed_table_equals_the_committed_csvs():
+    """Each row: nnU-Net's pseudo Dice after 10, 20 and 40 epochs (curves.csv) and the final validation Dice."""
+    folder = REPO / "studies" / "rrw_learning_speed"
+    section = readme_section("### Why RRW learns slowly at CPU scale")
+    quoted = {m.group(1): m.group(0) for m in re.finditer(r"^\| [^|]+ \| `(nnUNetTrainer\w+)` \|.*\|$", section, flags=re.M)}
+    final = {trainer: rows for trainer, rows in study_results(("rrw_learning_speed",)).items()}
+    with open(folder / "curves.csv", newline="") as handle:
+        curves = {(row["trainer"], int(row["epoch"])): float(row["pseudo_dice"]) for row in csv.DictReader(handle)}
+    assert sorted(quoted) == sorted(final)
+    for trainer, (row,) in final.items():
+        assert row["status"] == "done"
+        after = " / ".join(f"{curves[(trainer, epochs - 1)]:.3f}" for epochs in (10, 20, 40))
+        assert quoted[trainer].endswith(f"`{trainer}` | {after} | {float(row['dice_mean']):.3f} |"), quoted[trainer]
