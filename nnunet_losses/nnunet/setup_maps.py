@@ -53,6 +53,7 @@ from .map_store import MAP_FOLDER_NAME, MapError, MapStore, MapWriteError, read_
 DEFAULT_KINDS = tuple(MAP_KINDS)
 LOCK_FILE = ".setup_maps.lock"
 
+
 @dataclass
 class CaseResult:
     case: str
