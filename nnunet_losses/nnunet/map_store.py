@@ -274,16 +274,19 @@ class MapStore:
     def missing(self, case: str, kind: str) -> MissingMapsError:
         return MissingMapsError(f"no {kind!r} map for case {case} ({self.path(case, kind)}). Run: {self.fix_command()}")
 
-    def read_metadata(self, case: str, kind: str) -> dict[str, Any]:
-        """The metadata of a map file; Missing/CorruptMapsError with the fix otherwise."""
-        file = self.path(case, kind)
-        if not file.is_file():
-            raise self.missing(case, kind)
+    def _open_with_metadata(self, case: str, kind: str, **options: Any) -> tuple[blosc2.NDArray, dict[str, Any]]:
+        """Open a map file (``options``: blosc2's) and read its metadata; Missing/CorruptMapsError with the fix otherwise."""
         try:
-            array = blosc2.open(str(file), mode="r")
-            return dict(array.vlmeta[METADATA_KEY])
+            array = blosc2.open(str(self.path(case, kind)), mode="r", **options)
+            return array, dict(array.vlmeta[METADATA_KEY])
+        except FileNotFoundError:
+            raise self.missing(case, kind) from None
         except Exception as error:  # blosc2 raises various types on damaged files
             raise self.damaged(case, kind, error) from error
+
+    def read_metadata(self, case: str, kind: str) -> dict[str, Any]:
+        """The metadata of a map file; Missing/CorruptMapsError with the fix otherwise."""
+        return self._open_with_metadata(case, kind)[1]
 
     def check_values(self, case: str, kind: str, metadata: dict[str, Any]) -> None:
         """Decompress the map and compare the hash of its values with the one written beside them."""
@@ -346,17 +349,7 @@ class MapStore:
 
     def open(self, case: str, kind: str, seg_shape: tuple[int, ...], properties: dict) -> blosc2.NDArray:
         """Open a map for reading (memory-mapped) after the cheap checks (``properties``: the case's ``.pkl``)."""
-        file = self.path(case, kind)
-        try:
-            array = blosc2.open(str(file), mode="r", mmap_mode="r", dparams={"nthreads": 1})
-        except FileNotFoundError:
-            raise self.missing(case, kind) from None
-        except Exception as error:
-            raise self.damaged(case, kind, error) from error
-        try:
-            metadata = dict(array.vlmeta[METADATA_KEY])
-        except Exception as error:
-            raise self.damaged(case, kind, error) from error
+        array, metadata = self._open_with_metadata(case, kind, mmap_mode="r", dparams={"nthreads": 1})
         self._check_metadata(case, kind, metadata, seg_shape, self.config.case_spacing(properties))
         return array
 
