@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -696,3 +697,98 @@ def test_a_diverged_run_is_scored_as_predicting_background_everywhere(tmp_path):
     assert case == "case_00" and values["dice_A"] == 0.0 and values["missed_A"] == 1.0 and values["missed_B"] == 0.0
     assert values["hd95_A"] == pytest.approx(diagonal, rel=1e-12) and values["assd_A"] == pytest.approx(diagonal, rel=1e-12)
     assert math.isnan(values["dice_B"]) and values["hd95_B"] == 0.0 and values["delta"] == 1.0
+
+
+# --- per-trainer seed counts and the convergence summary against a control ------------------------
+
+
+def test_trainers_take_their_own_seed_counts_and_the_study_json_keeps_them(tmp_path):
+    from nnunet_losses.study.cli import trainers_and_seed_counts
+
+    trainers, counts = trainers_and_seed_counts(["C:3", "A", "B:1"], allow_counts=True)
+    assert trainers == ("C", "A", "B") and counts == (("B", 1), ("C", 3))
+    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", trainers, (0, 1), (0,), 2, seed_counts=counts)
+    assert [(run.trainer, run.seed) for run in spec.runs()] == [("C", 0), ("C", 1), ("C", 2), ("A", 0), ("A", 1), ("B", 0)]
+    assert spec.seeds_description() == "1-3 seeds per trainer"
+    assert StudySpec("cdf", "D", "2d", "p", ("A",), (0, 1), (0,)).seeds_description() == "2 seeds per trainer"
+    save_spec(spec, tmp_path)
+    assert json.loads((tmp_path / "study.json").read_text())["seed_counts"] == {"B": 1, "C": 3}
+    assert load_spec(tmp_path) == spec
+    assert spec.differences(StudySpec("cdf", "Dataset999_Test", "2d", "plans", trainers, (0, 1), (0,), 2)) == {"seed_counts": ({"B": 1, "C": 3}, {})}
+    old = {key: value for key, value in StudySpec("cdf", "D", "2d", "p", ("A",), (0,), (0,)).to_json().items() if key != "seed_counts"}
+    assert StudySpec.from_json(old).seed_counts == ()  # study.json files written before seed counts existed
+    for entries, allow, message in ((["A:0"], True, "positive integer"), (["A:x"], True, "positive integer"), (["A:2"], False, "study cdf only")):
+        with pytest.raises(ConfigurationError, match=message):
+            trainers_and_seed_counts(entries, allow)
+    with pytest.raises(ValueError, match="not one of the trainers"):
+        StudySpec("cdf", "D", "2d", "p", ("A",), (0,), (0,), seed_counts=(("B", 2),))
+
+
+def test_control_must_be_a_trainer_of_the_study():
+    for extra in (["--control", "nnUNetTrainerX"], ["--control", RRW, "--tolerance", "1.5"]):
+        with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(io.StringIO()):
+            study_main(["cdf", "-d", "1", "-c", "2d", "--trainers", f"{RRW}:3", RWB, "--epochs", "1", "--device", "cpu", *extra])
+        assert stop.value.code == 2
+
+
+def test_convergence_rows_against_the_control_median_by_hand():
+    from nnunet_losses.study.convergence import convergence_markdown, convergence_rows, convergence_threshold
+
+    control = [0.90, 0.95, 0.97]
+    threshold = convergence_threshold(control, 0.05)
+    assert threshold == pytest.approx(0.90, abs=1e-15)
+    rows = {row.trainer: row for row in convergence_rows({"control": control, "X": [0.0, 0.5, 0.91, 0.96], "empty": []}, {"X": 1}, threshold)}
+    assert set(rows) == {"control", "X"}  # a trainer without counted runs has no line
+    x = rows["X"]
+    assert (x.n, x.diverged, x.converged, x.converged_fraction) == (4, 1, 2, 0.5)
+    # Clopper-Pearson for 2 of 4: [B(0.025; 2, 3), B(0.975; 3, 2)], the beta quantiles 0.067586..., 0.932414...
+    assert x.ci_low == pytest.approx(0.0675858, abs=1e-6) and x.ci_high == pytest.approx(0.9324142, abs=1e-6)
+    assert (x.median, x.q25, x.q75, x.minimum, x.maximum) == pytest.approx((0.705, 0.375, 0.9225, 0.0, 0.96), abs=1e-12)
+    c = rows["control"]
+    assert c.converged == 3 and c.ci_high == 1.0 and c.ci_low == pytest.approx(0.025 ** (1 / 3), abs=1e-9)  # 3 of 3: [0.025^(1/3), 1]
+    table = convergence_markdown(list(rows.values()), "control", threshold, 0.05)
+    assert ">= 0.900: the median of the control control minus 0.05" in table
+    assert "| X | 4 | 1 | 2/4 = 0.50 | 0.07-0.93 | 0.705 | 0.375-0.922 | 0.000-0.960 |" in table
+    with pytest.raises(ValueError, match="no counted run"):
+        convergence_threshold([], 0.05)
+
+
+def test_cdf_report_with_a_control_writes_the_summary_and_marks_the_threshold(tmp_path):
+    spec, paths, process = _hand_made_study(tmp_path)
+    try:
+        statuses = [s for s in study_statuses(tmp_path, spec) if s.run.seed in (1, 5)]  # failed and diverged
+    finally:
+        process.kill()
+        process.wait()
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "RV": 1}}))
+    written = write_cdf_report(spec, tmp_path, statuses, dataset, control="A")
+    assert {path.name for path in written} == {"cdf_results.csv", "cdf_summary.csv", "cdf_summary.md", "cdf.png", "cdf.pdf"}
+    [row] = read_csv(tmp_path / "cdf_summary.csv")
+    # the one counted run of A is the diverged one (Dice 0): median 0, threshold -0.05, so it "converged" like its control
+    assert row["trainer"] == "A" and row["n"] == "1" and row["diverged"] == "1" and row["converged"] == "1" and float(row["median"]) == 0.0
+    assert "| A (control) | 1 | 1 | 1/1 = 1.00 |" in (tmp_path / "cdf_summary.md").read_text()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    without = write_cdf_report(spec, plain, statuses, dataset)
+    assert {path.name for path in without} == {"cdf_results.csv", "cdf.png", "cdf.pdf"}
+
+
+def test_an_interrupted_study_still_writes_the_results_of_its_finished_runs(monkeypatch, tmp_path):
+    import nnunet_losses.study.cli as cli
+    import nnunet_losses.study.runner as runner
+
+    written = []
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_study", interrupted)
+    monkeypatch.setattr(cli, "spec_from_args", lambda args: StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (0,), (0,), 1))
+    monkeypatch.setattr(runner, "preflight", lambda spec, device, local: SimpleNamespace(dataset_folder=tmp_path))
+    monkeypatch.setattr(runner, "ensure_splits", lambda config: None)
+    monkeypatch.setattr(cli, "_write_reports", lambda args, spec, study_dir, statuses, folder: written.append((study_dir, [s.state for s in statuses])))
+    code, output, _ = invoke("cdf", "-d", "1", "-c", "2d", "--trainers", "A", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "s"))
+    assert code == 130 and "interrupted; the same command resumes the study" in output
+    assert written == [(tmp_path / "s", [State.LEFT])]

@@ -397,3 +397,24 @@ def test_dice_ce_control_computes_nnunets_own_loss_exactly(cardiac):
     assert torch.equal(ours.last_values["dice_ce"], expected.detach())
     assert ours.loss.weights == {"dice_ce": 1.0}
     assert find_trainer_class("nnUNetTrainerDiceCEAdam").optimizer_name == "adam"
+
+
+def test_cpu_protocol_trainers_train_with_adam_1e3_and_stretch_gradual_over_the_run(cardiac, monkeypatch):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    monkeypatch.setenv("NNUNET_LOSSES_EPOCHS", "40")
+    plans = load_json(str(cardiac.folder / f"{SMALL_PLANS}.json"))
+    dataset_json = load_json(str(cardiac.folder / "dataset.json"))
+    trainer = find_trainer_class("nnUNetTrainerRRWDiceGradualAdam1e3")({**plans, "continue_training": False}, "2d", 0, dataset_json, torch.device("cpu"))
+    trainer.initialize()
+    assert type(trainer.optimizer) is torch.optim.Adam and trainer.optimizer.param_groups[0]["initial_lr"] == 1e-3
+    assert trainer.num_epochs == 40 and trainer.schedule.unit == "fraction"
+    weights = {}
+    for epoch in (0, 20, 39):
+        trainer.schedule.begin_epoch(epoch)
+        weights[epoch] = trainer.schedule.weights
+    assert weights[0] == {"dice": 1.0, "rw": 0.0}
+    assert weights[20] == pytest.approx({"dice": 0.5, "rw": 0.5}, abs=1e-12)  # alpha = 1 - 20/40
+    assert weights[39] == pytest.approx({"dice": 0.025, "rw": 0.975}, abs=1e-12)
+    control = find_trainer_class("nnUNetTrainerDiceCEAdam1e3")
+    assert issubclass(control, find_trainer_class("nnUNetTrainerDiceCE")) and control.adam_learning_rate == 1e-3

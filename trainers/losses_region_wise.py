@@ -53,12 +53,13 @@ class _RWCombination(nnUNetTrainerLosses):
     rw_map = "rrw"
     regional = "dice"
     strategy = Equal
+    schedule_unit = "epoch"  # the paper's per-epoch rule; "fraction" stretches it over the run's epochs
 
     def loss_terms(self):
         return {self.regional: _regional(self.regional), "rw": RegionWiseLoss(self.rw_map)}
 
     def loss_weights(self, names):
-        return self.strategy(names=names, num_epochs=self.num_epochs)
+        return self.strategy(names=names, num_epochs=self.num_epochs, unit=self.schedule_unit)
 
 
 class nnUNetTrainerRRWDiceEqual(_RWCombination):

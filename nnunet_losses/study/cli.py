@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..nnunet.configuration import ConfigurationError, resolve_dataset_name
 from ..nnunet.map_store import MapError
-from .runs import RunStatus, State
+from .runs import RunStatus, State, study_statuses
 from .spec import StudyMismatchError, StudySpec, check_spec
 
 if TYPE_CHECKING:
@@ -49,7 +49,13 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     data.add_argument("-d", "--dataset", required=True, help="dataset id or name, as for nnUNetv2_train")
     data.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     data.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    data.add_argument("--trainers", nargs="+", required=True, metavar="TRAINER", help="nnU-Net trainer class names")
+    data.add_argument(
+        "--trainers",
+        nargs="+",
+        required=True,
+        metavar="TRAINER",
+        help="nnU-Net trainer class names; in study cdf NAME:N runs that trainer with seeds 0..N-1 instead of --seeds",
+    )
     budget = parser.add_argument_group("budget per run (NNUNET_LOSSES_* variables of the trainers)")
     budget.add_argument("--iterations", type=_positive, help="training iterations per epoch (nnU-Net: 250)")
     budget.add_argument("--val-iterations", type=_positive, help="validation iterations per epoch (nnU-Net: 50)")
@@ -96,6 +102,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     _add_common(cdf).add_argument("--epochs", type=_positive, required=True, help="epochs per run (the paper: 50)")
     cdf.add_argument("--seeds", type=_positive, default=50, help="number of seeds per trainer, 0..N-1 (default 50)")
     cdf.add_argument("--fold", type=int, default=0, help="fold to train and validate on (default 0)")
+    cdf.add_argument(
+        "--control",
+        metavar="TRAINER",
+        help="a trainer known to converge (e.g. nnUNetTrainerDiceCE): also write cdf_summary.csv/.md, the fraction of runs "
+        "per trainer whose Dice is >= the control's median minus --tolerance, with exact binomial intervals",
+    )
+    cdf.add_argument("--tolerance", type=float, default=0.05, help="convergence tolerance below the control's median Dice (default 0.05)")
 
     compare = commands.add_parser(
         "compare",
@@ -114,11 +127,33 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+def trainers_and_seed_counts(entries: Sequence[str], allow_counts: bool) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """``["A", "B:20"]`` -> ``(("A", "B"), (("B", 20),))``; ``ConfigurationError`` for a bad count, or a count where none is allowed."""
+    trainers, counts = [], []
+    for entry in entries:
+        name, colon, count = entry.partition(":")
+        trainers.append(name)
+        if not colon:
+            continue
+        if not allow_counts:
+            raise ConfigurationError(f"--trainers {entry}: a seed count (NAME:N) is for study cdf only")
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigurationError(f"--trainers {entry}: the seed count after ':' must be a positive integer")
+        counts.append((name, int(count)))
+    return tuple(trainers), tuple(sorted(counts))
+
+
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     dataset = resolve_dataset_name(args.dataset)
+    trainers, seed_counts = trainers_and_seed_counts(args.trainers, allow_counts=args.command == "cdf")
     seeds = tuple(range(args.seeds)) if args.command == "cdf" else (args.seed,)
     folds = (args.fold,) if args.command == "cdf" else tuple(args.folds)
-    return StudySpec(args.command, dataset, args.configuration, args.plans, tuple(args.trainers), seeds, folds, args.epochs, args.iterations, args.val_iterations)
+    try:
+        return StudySpec(
+            args.command, dataset, args.configuration, args.plans, trainers, seeds, folds, args.epochs, args.iterations, args.val_iterations, seed_counts
+        )
+    except ValueError as error:  # duplicate trainers, folds or seeds
+        raise ConfigurationError(str(error)) from None
 
 
 def _executor(args: argparse.Namespace, study_dir: Path) -> Executor:
@@ -149,8 +184,13 @@ def choose_device(args: argparse.Namespace) -> str:
 
 
 def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if len(set(args.trainers)) != len(args.trainers):
+    names = [entry.partition(":")[0] for entry in args.trainers]
+    if len(set(names)) != len(names):
         parser.error(f"--trainers has duplicates: {args.trainers}")
+    if args.command == "cdf" and args.control is not None and args.control not in names:
+        parser.error(f"--control {args.control} must be one of --trainers {names}")
+    if args.command == "cdf" and not 0 <= args.tolerance < 1:
+        parser.error(f"--tolerance must be in [0, 1), got {args.tolerance}")
     if args.command == "compare":
         if args.baseline not in args.trainers:
             parser.error(f"--baseline {args.baseline} must be one of --trainers {args.trainers}")
@@ -182,9 +222,20 @@ def _run_interruptibly(spec: StudySpec, study_dir: Path, executor: Executor, arg
         signal.signal(signal.SIGTERM, previous)
 
 
+def _write_reports(args: argparse.Namespace, spec: StudySpec, study_dir: Path, statuses: list[RunStatus], dataset_folder: Path) -> None:
+    """The result files of the runs counted so far (also after an interruption: the finished runs are results)."""
+    from .reports import write_cdf_report, write_compare_report
+
+    if spec.kind == "cdf":
+        written = write_cdf_report(spec, study_dir, statuses, dataset_folder, args.control, args.tolerance)
+    else:
+        written = write_compare_report(spec, study_dir, statuses, dataset_folder, args.baseline, args.permutations)
+    names = [str(path.relative_to(study_dir)) for path in written]
+    print(f"wrote {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''} in {study_dir}")
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Refuse bad input, run the study, write its results; the exit status of :mod:`.cli`."""
-    from .reports import write_cdf_report, write_compare_report
     from .runner import StudyBusyError, ensure_splits, preflight
 
     try:
@@ -204,13 +255,9 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted; the same command resumes the study (state: nnunet-losses study status {study_dir})", file=sys.stderr)
+        _write_reports(args, spec, study_dir, study_statuses(study_dir, spec), config.dataset_folder)
         return 130
-    if spec.kind == "cdf":
-        written = write_cdf_report(spec, study_dir, statuses, config.dataset_folder)
-    else:
-        written = write_compare_report(spec, study_dir, statuses, config.dataset_folder, args.baseline, args.permutations)
-    names = [str(path.relative_to(study_dir)) for path in written]
-    print(f"wrote {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''} in {study_dir}")
+    _write_reports(args, spec, study_dir, statuses, config.dataset_folder)
     unfinished = [status for status in statuses if status.state not in (State.DONE, State.DIVERGED)]
     if unfinished:
         print(f"{len(unfinished)} of {len(statuses)} runs are not done; see: nnunet-losses study status {study_dir}", file=sys.stderr)

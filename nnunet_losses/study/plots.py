@@ -38,6 +38,7 @@ def plot_cdf(
     stem: Path,
     title: str,
     unfinished: int = 0,
+    threshold: tuple[float, str] | None = None,
 ) -> list[Path]:
     """Write ``<stem>.png`` and ``<stem>.pdf``; the legend gives n, the median, diverged and failed runs per trainer.
 
@@ -45,7 +46,8 @@ def plot_cdf(
     ``n`` and the median include them, e.g. ``nnUNetTrainerRRW (n=20, median 0.912, 2
     diverged)``. Failed and unfinished runs are not in the curves: the legend gives the
     failed count per trainer, the title both totals. Trainers without a counted run
-    appear in the legend only.
+    appear in the legend only. ``threshold``: ``(Dice, label)`` drawn as a dashed vertical line
+    (the convergence threshold of :mod:`.convergence`).
     """
     figure = _figure(7, 5 + 0.25 * len(dice_by_trainer))
     ax = figure.add_subplot()
@@ -58,6 +60,8 @@ def plot_cdf(
         xs = np.concatenate([[-0.02], x, [1.02]])
         fs = np.concatenate([[0.0], f, [1.0]])
         ax.step(xs, fs, where="post", linewidth=2, label=label)
+    if threshold is not None:
+        ax.axvline(threshold[0], color="0.4", linestyle="--", linewidth=1, label=threshold[1])
     left_out = [f"{count} {what}" for count, what in ((sum(failed_by_trainer.values()), "failed"), (unfinished, "unfinished")) if count]
     ax.set_title(title + (f"\nnot shown: {' and '.join(left_out)} run(s)" if left_out else ""), fontsize=10)
     ax.set_xlim(-0.02, 1.02)  # a little room, so that curves at Dice 0 or 1 stay visible

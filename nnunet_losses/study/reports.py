@@ -3,6 +3,9 @@
 CDF study: ``cdf_results.csv`` (one row per run, every state) and ``cdf.png``/``cdf.pdf``
 (the done runs and the diverged ones at Dice 0; the legend says how many diverged per
 trainer, the title how many failed or did not finish — those are not in the curves).
+With a control trainer, also ``cdf_summary.csv`` and ``cdf_summary.md``: per trainer the
+fraction of runs that converged, judged against the control's median (:mod:`.convergence`),
+and the plot marks that threshold.
 
 Comparison: ``compare_cases.csv`` (one row per trainer and validation case, with the
 run's status and the ``missed_<class>`` flags), ``compare_summary.csv`` and
@@ -21,6 +24,7 @@ from pathlib import Path
 from .case_metrics import diverged_case_metrics, metric_names, missed_names, validation_case_metrics
 from .collect import CDF_RESULTS, cdf_rows, foreground_label_names, write_csv
 from .compare import box_plots, markdown_table, summarise, summary_rows
+from .convergence import DEFAULT_TOLERANCE, convergence_csv_rows, convergence_markdown, convergence_rows, convergence_threshold
 from .plots import plot_cdf
 from .runs import RunStatus, State
 from .spec import StudySpec
@@ -28,6 +32,8 @@ from .spec import StudySpec
 COMPARE_CASES = "compare_cases.csv"
 COMPARE_SUMMARY = "compare_summary.csv"
 COMPARE_REPORT = "compare.md"
+CDF_SUMMARY = "cdf_summary.csv"
+CDF_SUMMARY_REPORT = "cdf_summary.md"
 
 
 def _budget(spec: StudySpec) -> str:
@@ -36,8 +42,15 @@ def _budget(spec: StudySpec) -> str:
     return ", ".join([epochs, *extra])
 
 
-def write_cdf_report(spec: StudySpec, study_dir: Path, statuses: Sequence[RunStatus], dataset_folder: Path) -> list[Path]:
-    """``cdf_results.csv``, ``cdf.png`` and ``cdf.pdf``."""
+def write_cdf_report(
+    spec: StudySpec,
+    study_dir: Path,
+    statuses: Sequence[RunStatus],
+    dataset_folder: Path,
+    control: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> list[Path]:
+    """``cdf_results.csv``, ``cdf.png`` and ``cdf.pdf``; with ``control`` (once it has a counted run) the convergence summary too."""
     labels = foreground_label_names(json.loads((dataset_folder / "dataset.json").read_text()))
     rows = cdf_rows(statuses, labels)
     written = [write_csv(rows, study_dir / CDF_RESULTS)]
@@ -47,8 +60,17 @@ def write_cdf_report(spec: StudySpec, study_dir: Path, statuses: Sequence[RunSta
     failed = Counter(row["trainer"] for row in rows if row["status"] == State.FAILED.value)
     unfinished = sum(row["status"] not in (*counted, State.FAILED.value) for row in rows)
     folds = ", ".join(map(str, spec.folds))
-    title = f"{spec.dataset} {spec.configuration}, fold {folds}\n{len(spec.seeds)} seeds per trainer; {_budget(spec)}"
-    return written + plot_cdf(dice, dict(diverged), dict(failed), study_dir / "cdf", title, unfinished)
+    title = f"{spec.dataset} {spec.configuration}, fold {folds}\n{spec.seeds_description()}; {_budget(spec)}"
+    threshold = None
+    if control is not None and dice[control]:
+        threshold = convergence_threshold(dice[control], tolerance)
+        summary = convergence_rows(dice, diverged, threshold)
+        written.append(write_csv(convergence_csv_rows(summary), study_dir / CDF_SUMMARY))
+        report = study_dir / CDF_SUMMARY_REPORT
+        report.write_text(f"# {spec.dataset} {spec.configuration}: convergence\n\n{spec.seeds_description()}; {_budget(spec)}.\n\n" + convergence_markdown(summary, control, threshold, tolerance))
+        written.append(report)
+    marker = None if threshold is None else (threshold, f"converged: Dice >= control median - {tolerance:g}")
+    return written + plot_cdf(dice, dict(diverged), dict(failed), study_dir / "cdf", title, unfinished, marker)
 
 
 def write_compare_report(

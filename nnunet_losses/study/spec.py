@@ -58,6 +58,8 @@ class StudySpec:
     epochs: int | None = None
     iterations: int | None = None
     val_iterations: int | None = None
+    seed_counts: tuple[tuple[str, int], ...] = ()
+    """``(trainer, N)``: that trainer runs seeds ``0..N-1`` instead of :attr:`seeds` (``--trainers NAME:N``)."""
 
     def __post_init__(self) -> None:
         for name in ("trainers", "seeds", "folds"):
@@ -66,10 +68,26 @@ class StudySpec:
                 raise ValueError(f"a study needs at least one entry in {name}")
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} has duplicates: {list(values)}")
+        for trainer, count in self.seed_counts:
+            if trainer not in self.trainers:
+                raise ValueError(f"seed count given for {trainer}, which is not one of the trainers")
+            if count < 1:
+                raise ValueError(f"{trainer} needs at least one seed, got {count}")
+
+    def seeds_of(self, trainer: str) -> tuple[int, ...]:
+        """The seeds ``trainer`` runs: ``0..N-1`` where :attr:`seed_counts` names it, else :attr:`seeds`."""
+        counts = dict(self.seed_counts)
+        return tuple(range(counts[trainer])) if trainer in counts else self.seeds
+
+    def seeds_description(self) -> str:
+        """``10 seeds per trainer``, or the range where the counts differ: ``5-20 seeds per trainer``."""
+        counts = sorted({len(self.seeds_of(trainer)) for trainer in self.trainers})
+        amount = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        return f"{amount} seed{'s' if counts[-1] != 1 else ''} per trainer"
 
     def runs(self) -> list[Run]:
         """Every (trainer, seed, fold) of the study, trainers in the given order."""
-        return [Run(trainer, seed, fold) for trainer in self.trainers for seed in self.seeds for fold in self.folds]
+        return [Run(trainer, seed, fold) for trainer in self.trainers for seed in self.seeds_of(trainer) for fold in self.folds]
 
     @property
     def has_budget(self) -> bool:
@@ -85,13 +103,16 @@ class StudySpec:
     # --- study.json ----------------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        return {**asdict(self), "trainers": list(self.trainers), "seeds": list(self.seeds), "folds": list(self.folds)}
+        data = {**asdict(self), "trainers": list(self.trainers), "seeds": list(self.seeds), "folds": list(self.folds)}
+        data["seed_counts"] = dict(sorted(self.seed_counts))
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> StudySpec:
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         for name in ("trainers", "seeds", "folds"):
             values[name] = tuple(values[name])
+        values["seed_counts"] = tuple(sorted(values.get("seed_counts", {}).items()))
         return cls(**values)
 
     def differences(self, other: StudySpec) -> dict[str, tuple[object, object]]:

@@ -8,7 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-/tmp/nnunet_losses_cdf}"
 export nnUNet_raw="$work/nnUNet_raw" nnUNet_preprocessed="$work/nnUNet_preprocessed" nnUNet_results="$work/nnUNet_results"
-export nnUNet_extTrainer="$(nnunet-losses trainers-path):$here/trainers"
+export nnUNet_extTrainer="$(nnunet-losses trainers-path)"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 python - <<'PY'
 import os

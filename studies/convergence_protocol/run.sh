@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The CPU-scale convergence protocol (RW paper Fig. 5 and Fig. 6c, at 2-core scale), with nnU-Net's Dice+CE as control.
+# 20 ACDC-like synthetic cases of 10x64x64, 2d small plans (8-64 features, batch 8), Adam lr 1e-3
+# (trainers/losses_adam_1e3.py), 40 epochs x 25 iterations, fold 0:
+#   control Dice+CE 10 seeds; RRW and RW-Boundary alone 20 seeds each; the 8 combinations of Fig. 6
+#   (Dice/CE x equal/gradual x RRW/RW-Boundary) 5 seeds each: 90 runs of about 3 minutes, 2 at a time.
+#   bash studies/convergence_protocol/run.sh [WORKDIR]    # resumable: finished runs are skipped
+# Writes cdf_results.csv, cdf_summary.md/.csv (fraction of runs within 0.05 of the control's median) and cdf.png here.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+work="${1:-/tmp/nnunet_losses_cdf}"
+export nnUNet_raw="$work/nnUNet_raw" nnUNet_preprocessed="$work/nnUNet_preprocessed" nnUNet_results="$work/nnUNet_results"
+export nnUNet_extTrainer="$(nnunet-losses trainers-path)"
+mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
+python - <<'PY'
+import os
+from nnunet_losses.synthetic import write_raw_dataset
+write_raw_dataset("cardiac", os.environ["nnUNet_raw"], 27, 20, seed=0, shape=(10, 64, 64))
+PY
+[ -d "$nnUNet_preprocessed/Dataset027_SyntheticCardiac/nnUNetPlans_2d" ] || nnUNetv2_plan_and_preprocess -d 27 -c 2d -np 2
+nnunet-losses small-plans -d 27 -c 2d --features 8 16 32 64 --batch-size 8
+nnunet-losses setup-maps -d 27 -c 2d -p nnUNetSmallPlans --quiet
+combinations=()
+for map in RRW RWBoundary; do for regional in Dice CE; do for strategy in Equal Gradual; do
+  combinations+=("nnUNetTrainer${map}${regional}${strategy}Adam1e3:5")
+done; done; done
+nnunet-losses study cdf -d 27 -c 2d -p nnUNetSmallPlans --epochs 40 --iterations 25 --val-iterations 5 --device cpu --parallel 2 \
+  --trainers nnUNetTrainerDiceCEAdam1e3:10 nnUNetTrainerRRWAdam1e3:20 nnUNetTrainerRWBoundaryAdam1e3:20 "${combinations[@]}" \
+  --seeds 5 --control nnUNetTrainerDiceCEAdam1e3 --out "$here"
