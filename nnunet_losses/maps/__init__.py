@@ -5,12 +5,15 @@ Maps (``rw_maps``): :func:`rrw_map`, :func:`rrw_compact`, :func:`expand_rrw`,
 :func:`boundary_distance_map` (one-sided HD), :func:`ac_map`, :func:`cao_map`,
 :func:`one_hot`. Stored kinds (``kinds``): :data:`MAP_KINDS`, :func:`compute_map`,
 :func:`compute_maps`.
+On a torch device, for a whole batch (``device``, ``torch_edt``): :func:`device_map_stack`,
+:func:`distance_to_feature` (exact EDT of batched binary masks).
 Checks (``rectification``): :func:`is_rectified`, :func:`rectification_violations`,
 :func:`rw_gradient`, :func:`negative_component_counts`,
 :func:`fraction_multiple_negative`, :func:`simplex_grid`,
 :func:`simplex_fraction_multiple_negative`. SciPy references (``reference``, not
 imported here): ``scipy_rrw_map``, ``scipy_signed_distance_map``.
 """
+from .device import device_map_stack
 from .distance import distance_to_class, own_class_distance, validate_labels, validate_spacing
 from .kinds import MAP_KINDS, MapKind, compute_map, compute_maps, get_map_kind
 from .rectification import (
@@ -33,6 +36,7 @@ from .rw_maps import (
     rrw_map,
     signed_distance_map,
 )
+from .torch_edt import distance_to_feature
 
 __all__ = [
     "MAP_KINDS",
@@ -43,7 +47,9 @@ __all__ = [
     "class_emphasis_rrw_map",
     "compute_map",
     "compute_maps",
+    "device_map_stack",
     "distance_to_class",
+    "distance_to_feature",
     "expand_rrw",
     "fraction_multiple_negative",
     "get_map_kind",
