@@ -6,7 +6,10 @@ pipeline as each trainer builds it (``trainer.initialize()`` then ``get_dataload
 nnU-Net's own ``nnUNetDataLoader`` with the trainer's own ``get_training_transforms``),
 with ``nnUNet_n_proc_DA=0`` (the batches are made in this process) and one torch thread,
 and reports the median seconds per ``next(dataloader_train)``. Trainers take turns over
-several rounds; ratios are against nnUNetTrainer measured in the same run.
+several rounds; ratios are against nnUNetTrainer measured in the same run. The
+device-mode trainer (``nnUNetTrainerRRWOnDevice``) adds only the recorded zoom to the
+pipeline; its maps are computed later, on the training device, and are not timed here
+(``benchmarks/device_maps.py`` times them).
 
 Dataset: ACDC-like synthetic cardiac cases (default 12 of 20x256x256, 5 x 1.5 x 1.5 mm),
 planned and preprocessed by nnU-Net with its default plans; the maps are written by
@@ -37,6 +40,7 @@ TRAINERS = (
     "nnUNetTrainerRWBoundary",
     "nnUNetTrainerBoundaryDiceRamp",
     "nnUNetTrainerRRWOnTheFly",
+    "nnUNetTrainerRRWOnDevice",
 )
 DATASET_ID = 992
 

@@ -40,3 +40,9 @@ class nnUNetTrainerBoundaryDiceSteal(_BoundaryDice):
     """a Dice + b boundary; a -= 0.01 per epoch (floor 0.1), b = 0.01 + 0.01 epoch (Kervadec's code)."""
 
     schedule_class = Steal
+
+
+class nnUNetTrainerBoundaryDiceRampOnDevice(nnUNetTrainerBoundaryDiceRamp):
+    """nnUNetTrainerBoundaryDiceRamp with the signed distances computed on the training device, per augmented patch."""
+
+    map_mode = "device"

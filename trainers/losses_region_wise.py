@@ -25,6 +25,18 @@ class nnUNetTrainerRWBoundary(nnUNetTrainerLosses):
         return {"rw": RegionWiseLoss("rw_boundary")}
 
 
+class nnUNetTrainerRRWOnDevice(nnUNetTrainerRRW):
+    """RRW maps of each augmented patch, computed on the training device from the final target at every scale."""
+
+    map_mode = "device"
+
+
+class nnUNetTrainerRWBoundaryOnDevice(nnUNetTrainerRWBoundary):
+    """RW-Boundary maps of each augmented patch (mm of the patch's spacing), computed on the training device."""
+
+    map_mode = "device"
+
+
 class nnUNetTrainerRRWAdam(nnUNetTrainerRRW):
     """nnUNetTrainerRRW with the RW paper's optimiser: Adam, learning rate 1e-4 (poly decay kept)."""
 

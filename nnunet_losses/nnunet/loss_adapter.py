@@ -5,6 +5,10 @@ with lists over deep-supervision scales when it is on. The maps cannot travel th
 that call, so the trainer hands them over just before (:meth:`attach_maps`), and
 :class:`NnUNetLoss` applies the package loss at every scale with nnU-Net's own
 deep-supervision weights, the ignore-label mask, and the maps of that scale.
+
+In the device mode the trainer makes those maps itself, right before handing them
+over: :func:`device_maps` computes them from the final target of every scale, on the
+device the target is on.
 """
 from __future__ import annotations
 
@@ -15,7 +19,48 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import CompositeLoss
+from ..maps.device import device_map_stack
 from .map_layout import MapLayout
+
+
+def patch_spacing(spacing: Sequence[float], zoom: Tensor, scale: Sequence[float]) -> Tensor:
+    """Spacing (mm) of each patch of a batch at one deep-supervision scale, ``(B, ndim)`` float64.
+
+    ``spacing[a] * zoom[b, a] / scale[a]``: nnU-Net's scaling factor ``zoom`` (recorded by
+    :class:`.transforms.AxisZoomRecordingSpatialTransform`; larger means smaller objects)
+    makes a patch voxel span ``zoom`` voxels of the case, and a target voxel of scale
+    ``scale`` (``DownsampleSegForDSTransform``) spans ``1 / scale`` patch voxels.
+    """
+    spacing = torch.as_tensor(spacing, dtype=torch.float64, device=zoom.device)
+    scale = torch.as_tensor(scale, dtype=torch.float64, device=zoom.device)
+    return spacing * zoom.to(torch.float64) / scale
+
+
+@torch.no_grad()
+def device_maps(
+    segmentations: Sequence[Tensor],
+    zoom: Tensor,
+    layout: MapLayout,
+    spacing: Sequence[float],
+    ignore_label: int | None,
+    scales: Sequence[Sequence[float]],
+) -> list[Tensor]:
+    """The stacked maps of ``layout`` (``(B, channels, *spatial)``) of each scale's target, on its device.
+
+    ``segmentations[i]`` is nnU-Net's ``(B, 1, *spatial)`` target of scale ``scales[i]``;
+    ``zoom`` the ``(B, ndim)`` zoom of the patches. Each map is computed on the patch as
+    it is (:func:`nnunet_losses.maps.device.device_map_stack`, equal to
+    :func:`.map_layout.compute_map_stack` per sample): RRW normalised by the patch's
+    per-class maximum, as the RW reference code does; signed distances in mm of the
+    patch's spacing (:func:`patch_spacing`).
+    """
+    if len(segmentations) != len(scales):
+        raise RuntimeError(f"{len(segmentations)} target scales but {len(scales)} deep-supervision scales")
+    stacks = []
+    for segmentation, scale in zip(segmentations, scales):
+        maps = device_map_stack(segmentation, layout.kinds, layout.num_classes, ignore_label, patch_spacing(spacing, zoom, scale))
+        stacks.append(torch.cat([maps[kind] for kind in layout.kinds], dim=1))
+    return stacks
 
 
 class NnUNetLoss(nn.Module):

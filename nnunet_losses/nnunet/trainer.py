@@ -15,8 +15,11 @@ DDP. This class only
 
 * builds the loss (with nnU-Net's deep-supervision weights and ignore-label mask),
 * brings the maps each batch needs (precomputed ones through the data loader, see
-  :mod:`.dataset`, or recomputed on the augmented patch, ``map_mode = "on_the_fly"``)
-  and hands them to the loss right before nnU-Net's step functions run,
+  :mod:`.dataset`; recomputed on the augmented patch in the augmentation workers,
+  ``map_mode = "on_the_fly"``; or computed on the training device from the final target
+  of every deep-supervision scale and the zoom the augmentation recorded,
+  ``map_mode = "device"``, see :mod:`.transforms`) and hands them to the loss right
+  before nnU-Net's step functions run,
 * drives the weight schedule (begin/observe/end of each epoch), logs the loss terms
   and weights per epoch in nnU-Net's log, its checkpoint and ``loss_terms.png``, and
   restores the schedule on ``--c``,
@@ -57,7 +60,7 @@ from ..losses import CompositeLoss, SegmentationLoss
 from ..schedules import WeightSchedule
 from .configuration import PreprocessedConfiguration, configuration_from_managers
 from .dataset import MapAttachingDataset
-from .loss_adapter import NnUNetLoss
+from .loss_adapter import NnUNetLoss, device_maps
 from .map_layout import MapLayout
 from .map_store import MapError, MapStore
 from .progress_plot import plot_loss_terms
@@ -75,7 +78,7 @@ class TrainingDiverged(RuntimeError):
 class nnUNetTrainerLosses(nnUNetTrainer):
     """nnU-Net trainer whose loss is a weighted sum of package loss terms."""
 
-    map_mode: ClassVar[Literal["precomputed", "on_the_fly"]] = "precomputed"
+    map_mode: ClassVar[Literal["precomputed", "on_the_fly", "device"]] = "precomputed"
     optimizer_name: ClassVar[Literal["sgd", "adam"]] = "sgd"
     adam_learning_rate: ClassVar[float] = 1e-4
     deep_supervision: ClassVar[bool] = True
@@ -169,13 +172,24 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         return self._with_maps(super().get_validation_transforms(deep_supervision_scales, **kwargs), deep_supervision_scales)
 
     def _hand_maps_to_loss(self, batch: dict) -> None:
-        """Split ``[segs..., maps...]`` back into nnU-Net's target and the loss's maps."""
+        """Split ``[segs..., maps...]`` (or, in the device mode, ``[segs..., zoom]``) back into nnU-Net's target
+        and the loss's maps."""
         if self.map_layout is None:
             return
         target = batch["target"]
-        half = len(target) // 2
-        batch["target"] = target[:half] if self.enable_deep_supervision else target[0]
-        self.loss.attach_maps(list(target[half:]))
+        if self.map_mode == "device":
+            segs = [seg.to(self.device, non_blocking=True) for seg in target[:-1]]
+            maps = self._device_maps(segs, target[-1].to(self.device, non_blocking=True))
+        else:
+            half = len(target) // 2
+            segs, maps = target[:half], list(target[half:])
+        batch["target"] = segs if self.enable_deep_supervision else segs[0]
+        self.loss.attach_maps(maps)
+
+    def _device_maps(self, segs: list[torch.Tensor], zoom: torch.Tensor) -> list[torch.Tensor]:
+        """Maps of every scale's target, computed on ``self.device`` with the patches' spacing (see :mod:`.transforms`)."""
+        scales = self._get_deep_supervision_scales() if self.enable_deep_supervision else [[1] * zoom.shape[1]]
+        return device_maps(segs, zoom, self.map_layout, self.configuration_manager.spacing, self.label_manager.ignore_label, scales)
 
     def train_step(self, batch: dict) -> dict:
         self._hand_maps_to_loss(batch)

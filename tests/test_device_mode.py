@@ -1,0 +1,197 @@
+"""Maps computed on the training device (``map_mode = "device"``), through nnU-Net's own pipelines.
+
+As in ``test_map_pipeline.py``, the trainers build everything themselves (``initialize()``,
+nnU-Net's ``get_dataloaders()``, its ``nnUNetDataLoader`` and its
+``get_training_transforms`` / ``get_validation_transforms`` with the arguments nnU-Net
+computes); only probabilities and ranges of nnU-Net's ``SpatialTransform`` are forced.
+The dataset is that module's (ACDC-like, ignore label on the first slice; 2d,
+3d_fullres with dummy-2D augmentation, near-isotropic 3d, 3d_lowres and its cascade),
+without ``setup_maps`` ever run on it: the device mode stores nothing.
+
+The maps the trainer attaches to the loss must equal the numpy maps
+(:func:`compute_map_stack`) of the same final target, per sample and deep-supervision
+scale ``f``, with the patch spacing ``spacing * zoom / f`` (nnU-Net's scaling factor
+``zoom``: larger means smaller objects), up to float32 rounding (the device EDT adds
+the squared axis terms in another order): relative 2e-6, zeros and signs exact.
+"""
+from __future__ import annotations
+
+import json
+
+import blosc2
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunet_losses.losses import RegionWiseLoss
+from nnunet_losses.nnunet.configuration import load_configuration, preprocessed_root
+from nnunet_losses.nnunet.map_layout import compute_map_stack
+from nnunet_losses.nnunet.map_store import MAP_FOLDER_NAME
+from nnunet_losses.nnunet.small_plans import make_small_plans
+from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
+from nnunet_losses.synthetic import write_raw_dataset
+
+from conftest import run_command
+from test_map_pipeline import CONFIGURATIONS, DUMMY_2D, IGNORE, NUM_CLASSES, PLANS, build_trainer, loaders, spatial_transform
+
+pytestmark = pytest.mark.nnunet
+
+DATASET_ID = 221
+
+
+class nnUNetTrainerDeviceMaps(nnUNetTrainerLosses):
+    """RW loss on RRW and on RW-Boundary maps (both kinds: scale-free and mm), computed on the device."""
+
+    map_mode = "device"
+
+    def loss_terms(self):
+        return {"rrw": RegionWiseLoss("rrw"), "rwb": RegionWiseLoss("rw_boundary")}
+
+
+def add_ignore_label(folder) -> None:
+    """The annotator skipped the first slice of every case."""
+    for label_file in (folder / "labelsTr").glob("*.nii.gz"):
+        image = sitk.ReadImage(str(label_file))
+        labels = sitk.GetArrayFromImage(image)
+        labels[0] = IGNORE
+        edited = sitk.GetImageFromArray(labels)
+        edited.CopyInformation(image)
+        sitk.WriteImage(edited, str(label_file))
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json["labels"]["ignore"] = IGNORE
+    (folder / "dataset.json").write_text(json.dumps(dataset_json))
+
+
+def add_planned_stages(plans_file) -> None:
+    """What nnU-Net's planner adds for larger images: 3d_lowres with its cascade; and a near-isotropic 3d patch."""
+    plans = json.loads(plans_file.read_text())
+    configurations = plans["configurations"]
+    fullres = configurations["3d_fullres"]
+    configurations["3d_lowres"] = {
+        "inherits_from": "3d_fullres",
+        "data_identifier": f"{PLANS}_3d_lowres",
+        "spacing": [fullres["spacing"][0]] + [2 * s for s in fullres["spacing"][1:]],
+        "patch_size": [fullres["patch_size"][0], 24, 24],
+        "next_stage": ["3d_cascade_fullres"],
+    }
+    configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    configurations["3d_isotropic"] = {"inherits_from": "3d_fullres", "patch_size": [fullres["patch_size"][0], 16, 16]}
+    plans_file.write_text(json.dumps(plans, indent=2))
+
+
+def write_previous_stage(results, config) -> None:
+    """The 3d_lowres stage's segmentations, as nnU-Net's cascade reads them for this module's trainer."""
+    target = results / config.dataset_folder.name / f"{nnUNetTrainerDeviceMaps.__name__}__{PLANS}__3d_lowres" / "predicted_next_stage" / "3d_cascade_fullres"
+    target.mkdir(parents=True, exist_ok=True)
+    for case in config.case_identifiers():
+        seg = np.asarray(blosc2.open(str(config.data_folder / f"{case}_seg.b2nd"), mode="r")[0])
+        previous = np.where((seg < 0) | (seg == IGNORE), 0, seg).astype(np.int16)
+        blosc2.asarray(np.ascontiguousarray(np.roll(previous, 1, axis=-1)), urlpath=str(target / f"{case}.b2nd"), mode="w")
+
+
+@pytest.fixture(scope="module")
+def device_dataset(workspace) -> str:
+    """Raw data with an ignore label -> nnU-Net plan + preprocess -> plans variant with lowres/cascade/isotropic; no maps."""
+    folder = write_raw_dataset("cardiac", workspace.raw, DATASET_ID, 5, seed=DATASET_ID, shape=(8, 48, 48))
+    add_ignore_label(folder)
+    env = workspace.environment()
+    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "3d_fullres", "-np", "1"], env)
+    add_planned_stages(make_small_plans(DATASET_ID, ("2d", "3d_fullres"), features=(8, 16, 32), batch_size=2, target_plans=PLANS))
+    run_command(["nnUNetv2_preprocess", "-d", str(DATASET_ID), "-plans_name", PLANS, "-c", "3d_lowres", "-np", "1"], env)
+    write_previous_stage(workspace.results, load_configuration(DATASET_ID, "3d_fullres", PLANS))
+    return folder.name
+
+
+def training_pipeline(trainer):
+    """The trainer's training transforms, with the arguments nnU-Net's ``get_dataloaders`` passes."""
+    rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    return trainer.get_training_transforms(
+        trainer.configuration_manager.patch_size, rotation, trainer._get_deep_supervision_scales(), mirror_axes, dummy_2d,
+        use_mask_for_norm=trainer.configuration_manager.use_mask_for_norm, is_cascaded=trainer.is_cascaded,
+        foreground_labels=trainer.label_manager.foreground_labels, ignore_label=trainer.label_manager.ignore_label,
+    )
+
+
+def attached_maps(trainer, batch: dict, monkeypatch) -> list[torch.Tensor]:
+    """What the trainer hands the loss for ``batch`` (and leaves nnU-Net's target in ``batch``)."""
+    attached = []
+    monkeypatch.setattr(trainer.loss, "attach_maps", attached.append)
+    trainer._hand_maps_to_loss(batch)
+    assert len(attached) == 1
+    return attached[0]
+
+
+def assert_maps_of_the_final_target(trainer, batch: dict, monkeypatch) -> torch.Tensor:
+    """Attached maps == numpy maps of each sample's target at each scale with spacing * zoom / scale; returns the zoom."""
+    *segs, zoom = batch["target"]
+    scales = trainer._get_deep_supervision_scales()
+    assert len(segs) == len(scales)
+    assert zoom.dtype == torch.float64 and zoom.shape == (segs[0].shape[0], segs[0].ndim - 2)
+    maps = attached_maps(trainer, batch, monkeypatch)
+    assert len(batch["target"]) == len(segs) and all(a is b for a, b in zip(batch["target"], segs))  # nnU-Net's own target
+    kinds, spacing = trainer.map_layout.kinds, trainer.configuration_manager.spacing
+    for seg, scale_maps, scale in zip(segs, maps, scales):
+        assert scale_maps.dtype == torch.float32 and scale_maps.shape == (seg.shape[0], trainer.map_layout.num_channels, *seg.shape[2:])
+        for item in range(seg.shape[0]):
+            item_spacing = [s * z / f for s, z, f in zip(spacing, zoom[item].tolist(), scale)]
+            expected = compute_map_stack(seg[item, 0].numpy(), kinds, NUM_CLASSES, IGNORE, item_spacing)
+            # float32 EDTs summed in another order: equal up to a few float32 ulps, zeros exactly, signs exactly
+            np.testing.assert_allclose(scale_maps[item].numpy(), np.concatenate([expected[k] for k in kinds]), rtol=2e-6, atol=0)
+    return zoom
+
+
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_device_maps_equal_numpy_maps_of_the_final_target_at_every_scale(device_dataset, monkeypatch, configuration):
+    """Every training patch rotated and zoomed by nnU-Net's SpatialTransform; validation patches not zoomed."""
+    trainer = build_trainer(nnUNetTrainerDeviceMaps, configuration, device_dataset, monkeypatch)
+    train, val = loaders(trainer)
+    spatial = spatial_transform(train.transforms)
+    spatial.p_rotation = spatial.p_scaling = 1.0
+    np.random.seed(3)
+    torch.manual_seed(3)
+    zoom = assert_maps_of_the_final_target(trainer, next(train), monkeypatch)
+    assert torch.all(zoom[:, 1:] != 1)
+    assert torch.all(zoom[:, 0] == 1) if DUMMY_2D[configuration] else torch.all(zoom[:, 0] != 1)
+    assert torch.all(assert_maps_of_the_final_target(trainer, next(val), monkeypatch) == 1)
+
+
+@pytest.mark.parametrize("configuration", ["2d", "3d_fullres", "3d_isotropic"])
+@pytest.mark.parametrize("zoom", [0.8, 1.25])
+def test_recorded_zoom_is_the_forced_zoom_on_the_zoomed_axes(device_dataset, monkeypatch, configuration, zoom):
+    """nnU-Net's SpatialTransform forced to zoom: the zoom reaches the target exactly on the axes it zoomed, 1 on the
+    first axis of dummy-2D patches; the image and the segmentations are nnU-Net's, nothing else is added."""
+    trainer = build_trainer(nnUNetTrainerDeviceMaps, configuration, device_dataset, monkeypatch)
+    pipeline = training_pipeline(trainer)
+    spatial = spatial_transform(pipeline)
+    spatial.p_rotation, spatial.p_scaling, spatial.scaling = 0.0, 1.0, (zoom, zoom)
+    _, _, initial_patch, _ = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    patch = tuple(int(p) for p in initial_patch)
+    labels = torch.from_numpy(np.random.default_rng(0).integers(0, NUM_CLASSES, (1, *patch))).short()
+    out = pipeline(image=torch.rand((len(trainer.dataset_json["channel_names"]), *patch)), segmentation=labels)
+
+    expected = [zoom] * len(patch)
+    if DUMMY_2D[configuration]:
+        expected[0] = 1.0
+    *segs, recorded = out["segmentation"]
+    assert torch.equal(recorded, torch.tensor(expected, dtype=torch.float64))
+    assert len(segs) == len(trainer._get_deep_supervision_scales()) and out["image"].shape[0] == trainer.num_input_channels
+    validation = trainer.get_validation_transforms(trainer._get_deep_supervision_scales())
+    *_, recorded = validation(image=torch.rand((1, *patch)), segmentation=labels)["segmentation"]
+    assert torch.equal(recorded, torch.ones(len(patch), dtype=torch.float64))
+
+
+def test_on_device_trainer_trains_through_nnunetv2_train_without_stored_maps(device_dataset, workspace):
+    """nnUNetTrainerRRWOnDevice, 1 epoch of 2 iterations on CPU, on a dataset setup_maps never saw."""
+    assert not (preprocessed_root() / device_dataset / MAP_FOLDER_NAME).exists()
+    results = workspace.root / "device_mode_results"
+    trainer = "nnUNetTrainerRRWOnDevice"
+    env = workspace.training_environment(epochs=1, iterations=2, nnUNet_results=str(results))
+    run_command(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-p", PLANS, "-tr", trainer, "-device", "cpu"], env, timeout=600)
+
+    folder = results / device_dataset / f"{trainer}__{PLANS}__2d" / "fold_0"
+    record = json.loads((folder / "nnunet_losses_run.json").read_text())["runs"][-1]
+    assert (record["trainer"], record["map_mode"], record["maps"], record["num_epochs"]) == (trainer, "device", ["rrw"], 1)
+    terms = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]["loss_terms"][0]
+    assert set(terms) == {"rw"} and np.isfinite(terms["rw"])
+    assert not (preprocessed_root() / device_dataset / MAP_FOLDER_NAME).exists()
