@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_losses.maps import device_map_stack
+from nnunet_losses.maps import device_map_stack, distance_to_feature
 from nnunet_losses.nnunet.map_layout import compute_map_stack
 from nnunet_losses.synthetic import cardiac_case
 
@@ -101,3 +101,27 @@ def test_label_out_of_range_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="label 4 found"):
         device_map_stack(segmentation, KINDS, NUM_CLASSES, None, torch.ones(2, 2))
     assert device_map_stack(segmentation, KINDS, NUM_CLASSES, 4, torch.ones(2, 2))["signed_distance"].shape == (2, 4, 8, 8)
+
+
+def test_one_edt_per_present_class_of_a_multi_class_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Absent classes and single-class samples cost no EDT: masks go one per (sample, present class)."""
+    from nnunet_losses.maps import device
+
+    seen = []
+
+    def recording(feature: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
+        seen.append((feature.clone(), spacing.clone()))
+        return distance_to_feature(feature, spacing)
+
+    monkeypatch.setattr(device, "distance_to_feature", recording)
+    segmentation = torch.zeros(3, 1, 6, 8)
+    segmentation[0, 0, 1, 1] = 3  # classes 0 and 3
+    segmentation[1] = 2  # a single class
+    segmentation[2, 0, :3] = 1  # classes 1 and 2
+    segmentation[2, 0, 3:] = 2
+    spacing = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    device_map_stack(segmentation, KINDS, NUM_CLASSES, None, spacing)
+    (feature, mask_spacing), = seen
+    expected = torch.stack([segmentation[0, 0] == 0, segmentation[0, 0] == 3, segmentation[2, 0] == 1, segmentation[2, 0] == 2])
+    assert torch.equal(feature, expected)
+    assert torch.equal(mask_spacing, spacing[[0, 0, 2, 2]])

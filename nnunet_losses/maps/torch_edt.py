@@ -24,19 +24,26 @@ every line ``f`` (length ``n``) with the fixed matrix ``W[x, y] = (s (x - y))^2`
 batch. Work is ``O(n)`` per voxel and axis with no data-dependent control flow: a
 handful of large, regular kernels, which is what a GPU wants.
 
-Measured alternatives (2 CPU cores, float32; "2d": 48 masks of 256 x 256, "3d": 8 masks
-of 128^3, the per-class masks of nnU-Net's default 2d and 3d_fullres batches; see the
-report in ``benchmarks/device_maps.py``):
+Measured alternatives for the passes after the first (time of one pass, float32, on 2
+CPU cores shared with a running training, so times of one method vary 2-4x between runs;
+48 masks of 256 x 256 and 8 masks of 128^3 are the per-class masks of nnU-Net's default
+2d and 3d_fullres batches):
 
-* min-plus, chunked (kept): 2d 0.55 s, 3d 4.6 s on CPU, peak extra memory
-  ``chunk_elements`` floats (256 MiB by default) plus two copies of the batch;
-* shifted minima ``f'[x] = min_k f[x +- k] + (s k)^2`` for ``k = 1..n-1``, whole batch
-  per step (memory: the batch only): 2d 1.5 s, 3d 12 s on CPU — the same ``O(n)`` work
-  in ``2 n`` full-batch passes, bound by memory traffic;
-* lower envelope of parabolas (Felzenszwalb), vectorised over lines: ``O(1)`` per voxel,
-  but a Python loop over the ``n`` positions with a data-dependent number of stack pops
-  at each: thousands of tiny kernels per axis, slower on CPU here (~2 s for 2d) and
-  launch-bound on a GPU, so not kept.
+* min-plus, chunked (kept). 48 x 256^2: 1.9 s; 2 x 128^3: 0.9-2.4 s; 8 x 128^3: 50 s in the
+  most loaded run. Extra memory: the chunk (:data:`CHUNK_ELEMENTS`) and one copy of the batch.
+* shifted minima ``f'[x] = min(f[x], min_k f[x -+ k] + (s k)^2)``, ``k = 1..n-1``, each step
+  over the whole batch (extra memory: one copy of the batch): the same ``O(n)`` work per
+  voxel in ``2 n`` full-batch passes, bound by memory traffic. 48 x 256^2: 5.7-7.6 s;
+  2 x 128^3: 7.6-8.1 s (8 x 128^3: 12.6 s). Slower in every side-by-side run.
+* lower envelope of parabolas (Felzenszwalb & Huttenlocher), vectorised over lines:
+  ``O(1)`` per voxel but a Python loop over the ``n`` positions with a data-dependent
+  number of stack pops (one host synchronisation each) and scattered indexing.
+  48 x 256^2: 22-105 s depending on the mask density; launch-bound on a GPU. Not kept.
+
+On CPU the ``edt`` package (:mod:`~nnunet_losses.maps.distance`) remains much faster; this
+module is for tensors already on a GPU, where the min-plus pass is a few large
+memory-bound kernels (the ``(lines, n, n)`` temporary of a chunk is written once and
+reduced once).
 """
 from __future__ import annotations
 
@@ -46,8 +53,9 @@ import torch
 from torch import Tensor
 
 CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
-"""Largest temporary of the min-plus pass, in elements, per device type: 4 MiB of float32
-stays in a CPU's cache (fastest there), 256 MiB keeps a GPU busy with few launches."""
+"""Largest temporary of the min-plus pass, in elements, per device type: 4 MiB of float32 on
+CPU (faster there than 1 MiB, 16 MiB or 64 MiB in the runs above), 256 MiB on a GPU (few
+launches; 2 x 256 MiB of memory traffic per chunk)."""
 
 
 def validate_feature_spacing(feature: Tensor, spacing: Tensor) -> None:
