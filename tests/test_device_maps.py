@@ -73,6 +73,13 @@ def test_each_kind_alone_and_in_any_order(kinds: tuple[str, ...]) -> None:
     assert_matches_per_sample(segmentation, np.tile([1.25, 0.75], (6, 1)), 4, kinds, dtype=torch.int64)
 
 
+def test_integer_target_is_not_modified() -> None:
+    segmentation = torch.tensor([[[[-1, 0, 4], [1, 2, 3]]]])
+    original = segmentation.clone()
+    device_map_stack(segmentation, KINDS, NUM_CLASSES, 4, torch.ones(1, 2))
+    assert torch.equal(segmentation, original)
+
+
 def test_batch_of_single_class_samples() -> None:
     segmentation = np.stack([np.full((1, 6, 7), 3), np.full((1, 6, 7), -1)])
     assert_matches_per_sample(segmentation, np.ones((2, 2)), None)

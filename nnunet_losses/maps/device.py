@@ -85,7 +85,7 @@ def _labels_for_maps(segmentation: Tensor, num_classes: int, ignore_label: int |
     """
     if segmentation.ndim not in (4, 5) or segmentation.shape[1] != 1 or 0 in segmentation.shape:
         raise ValueError(f"segmentation must be (B, 1, *spatial) with 2 or 3 non-empty spatial axes, got shape {tuple(segmentation.shape)}")
-    labels = segmentation[:, 0].long().clamp_(min=0)
+    labels = segmentation[:, 0].clamp(min=0).long()  # a new tensor: the caller's target is not modified
     classes = num_classes
     if ignore_label is not None:
         labels[labels == ignore_label] = num_classes
