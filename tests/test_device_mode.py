@@ -10,9 +10,9 @@ without ``setup_maps`` ever run on it: the device mode stores nothing.
 
 The maps the trainer attaches to the loss must equal the numpy maps
 (:func:`compute_map_stack`) of the same final target, per sample and deep-supervision
-scale ``f``, with the patch spacing ``spacing * zoom / f`` (nnU-Net's scaling factor
-``zoom``: larger means smaller objects), up to float32 rounding (the device EDT adds
-the squared axis terms in another order): relative 2e-6, zeros and signs exact.
+scale ``f``, with the spacing ``spacing / f`` (mm of the configuration's spacing laid
+over the patch, the convention of every map mode), up to float32 rounding (the device
+EDT adds the squared axis terms in another order): relative 2e-6, zeros and signs exact.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 
 from nnunet_losses.losses import RegionWiseLoss
 from nnunet_losses.nnunet.configuration import load_configuration, preprocessed_root
@@ -33,7 +34,7 @@ from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
 from nnunet_losses.synthetic import write_raw_dataset
 
 from conftest import run_command
-from test_map_pipeline import CONFIGURATIONS, DUMMY_2D, IGNORE, NUM_CLASSES, PLANS, build_trainer, loaders, spatial_transform
+from test_map_pipeline import CONFIGURATIONS, IGNORE, NUM_CLASSES, PLANS, build_trainer, loaders
 
 pytestmark = pytest.mark.nnunet
 
@@ -113,6 +114,12 @@ def training_pipeline(trainer):
     )
 
 
+def spatial_transform(pipeline) -> SpatialTransform:
+    """nnU-Net's one SpatialTransform of a pipeline (unwrapped: the device mode adds nothing)."""
+    [spatial] = [t for t in pipeline.transforms if isinstance(t, SpatialTransform)]
+    return spatial
+
+
 def attached_maps(trainer, batch: dict, monkeypatch) -> list[torch.Tensor]:
     """What the trainer hands the loss for ``batch`` (and leaves nnU-Net's target in ``batch``)."""
     attached = []
@@ -122,63 +129,45 @@ def attached_maps(trainer, batch: dict, monkeypatch) -> list[torch.Tensor]:
     return attached[0]
 
 
-def assert_maps_of_the_final_target(trainer, batch: dict, monkeypatch) -> torch.Tensor:
-    """Attached maps == numpy maps of each sample's target at each scale with spacing * zoom / scale; returns the zoom."""
-    *segs, zoom = batch["target"]
+def assert_maps_of_the_final_target(trainer, batch: dict, monkeypatch) -> None:
+    """Attached maps == numpy maps of each sample's target at each scale with spacing / scale."""
+    segs = list(batch["target"])
     scales = trainer._get_deep_supervision_scales()
     assert len(segs) == len(scales)
-    assert zoom.dtype == torch.float64 and zoom.shape == (segs[0].shape[0], segs[0].ndim - 2)
     maps = attached_maps(trainer, batch, monkeypatch)
     assert len(batch["target"]) == len(segs) and all(a is b for a, b in zip(batch["target"], segs))  # nnU-Net's own target
     kinds, spacing = trainer.map_layout.kinds, trainer.configuration_manager.spacing
     for seg, scale_maps, scale in zip(segs, maps, scales):
         assert scale_maps.dtype == torch.float32 and scale_maps.shape == (seg.shape[0], trainer.map_layout.num_channels, *seg.shape[2:])
         for item in range(seg.shape[0]):
-            item_spacing = [s * z / f for s, z, f in zip(spacing, zoom[item].tolist(), scale)]
-            expected = compute_map_stack(seg[item, 0].numpy(), kinds, NUM_CLASSES, IGNORE, item_spacing)
+            expected = compute_map_stack(seg[item, 0].numpy(), kinds, NUM_CLASSES, IGNORE, [s / f for s, f in zip(spacing, scale)])
             # float32 EDTs summed in another order: equal up to a few float32 ulps, zeros exactly, signs exactly
             np.testing.assert_allclose(scale_maps[item].numpy(), np.concatenate([expected[k] for k in kinds]), rtol=2e-6, atol=0)
-    return zoom
 
 
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)
 def test_device_maps_equal_numpy_maps_of_the_final_target_at_every_scale(device_dataset, monkeypatch, configuration):
-    """Every training patch rotated and zoomed by nnU-Net's SpatialTransform; validation patches not zoomed."""
+    """Every training patch rotated and zoomed by nnU-Net's SpatialTransform, and the validation patches."""
     trainer = build_trainer(nnUNetTrainerDeviceMaps, configuration, device_dataset, monkeypatch)
     train, val = loaders(trainer)
     spatial = spatial_transform(train.transforms)
     spatial.p_rotation = spatial.p_scaling = 1.0
     np.random.seed(3)
     torch.manual_seed(3)
-    zoom = assert_maps_of_the_final_target(trainer, next(train), monkeypatch)
-    assert torch.all(zoom[:, 1:] != 1)
-    assert torch.all(zoom[:, 0] == 1) if DUMMY_2D[configuration] else torch.all(zoom[:, 0] != 1)
-    assert torch.all(assert_maps_of_the_final_target(trainer, next(val), monkeypatch) == 1)
+    assert_maps_of_the_final_target(trainer, next(train), monkeypatch)
+    assert_maps_of_the_final_target(trainer, next(val), monkeypatch)
 
 
-@pytest.mark.parametrize("configuration", ["2d", "3d_fullres", "3d_isotropic"])
-@pytest.mark.parametrize("zoom", [0.8, 1.25])
-def test_recorded_zoom_is_the_forced_zoom_on_the_zoomed_axes(device_dataset, monkeypatch, configuration, zoom):
-    """nnU-Net's SpatialTransform forced to zoom: the zoom reaches the target exactly on the axes it zoomed, 1 on the
-    first axis of dummy-2D patches; the image and the segmentations are nnU-Net's, nothing else is added."""
-    trainer = build_trainer(nnUNetTrainerDeviceMaps, configuration, device_dataset, monkeypatch)
-    pipeline = training_pipeline(trainer)
-    spatial = spatial_transform(pipeline)
-    spatial.p_rotation, spatial.p_scaling, spatial.scaling = 0.0, 1.0, (zoom, zoom)
-    _, _, initial_patch, _ = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-    patch = tuple(int(p) for p in initial_patch)
-    labels = torch.from_numpy(np.random.default_rng(0).integers(0, NUM_CLASSES, (1, *patch))).short()
-    out = pipeline(image=torch.rand((len(trainer.dataset_json["channel_names"]), *patch)), segmentation=labels)
+@pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])
+def test_device_mode_leaves_nnunets_pipelines_as_they_are(device_dataset, monkeypatch, configuration):
+    """Nothing is added to the augmentation workers' work: the same transforms, in the same order, as nnUNetTrainer's."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    expected = [zoom] * len(patch)
-    if DUMMY_2D[configuration]:
-        expected[0] = 1.0
-    *segs, recorded = out["segmentation"]
-    assert torch.equal(recorded, torch.tensor(expected, dtype=torch.float64))
-    assert len(segs) == len(trainer._get_deep_supervision_scales()) and out["image"].shape[0] == trainer.num_input_channels
-    validation = trainer.get_validation_transforms(trainer._get_deep_supervision_scales())
-    *_, recorded = validation(image=torch.rand((1, *patch)), segmentation=labels)["segmentation"]
-    assert torch.equal(recorded, torch.ones(len(patch), dtype=torch.float64))
+    device, native = (build_trainer(cls, configuration, device_dataset, monkeypatch) for cls in (nnUNetTrainerDeviceMaps, nnUNetTrainer))
+    assert [type(t) for t in training_pipeline(device).transforms] == [type(t) for t in training_pipeline(native).transforms]
+    scales = native._get_deep_supervision_scales()
+    validation = [device.get_validation_transforms(scales), native.get_validation_transforms(scales)]
+    assert [type(t) for t in validation[0].transforms] == [type(t) for t in validation[1].transforms]
 
 
 def test_on_device_trainer_trains_through_nnunetv2_train_without_stored_maps(device_dataset, workspace):

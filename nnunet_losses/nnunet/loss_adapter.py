@@ -23,23 +23,9 @@ from ..maps.device import device_map_stack
 from .map_layout import MapLayout
 
 
-def patch_spacing(spacing: Sequence[float], zoom: Tensor, scale: Sequence[float]) -> Tensor:
-    """Spacing (mm) of each patch of a batch at one deep-supervision scale, ``(B, ndim)`` float64.
-
-    ``spacing[a] * zoom[b, a] / scale[a]``: nnU-Net's scaling factor ``zoom`` (recorded by
-    :class:`.transforms.AxisZoomRecordingSpatialTransform`; larger means smaller objects)
-    makes a patch voxel span ``zoom`` voxels of the case, and a target voxel of scale
-    ``scale`` (``DownsampleSegForDSTransform``) spans ``1 / scale`` patch voxels.
-    """
-    spacing = torch.as_tensor(spacing, dtype=torch.float64, device=zoom.device)
-    scale = torch.as_tensor(scale, dtype=torch.float64, device=zoom.device)
-    return spacing * zoom.to(torch.float64) / scale
-
-
 @torch.no_grad()
 def device_maps(
     segmentations: Sequence[Tensor],
-    zoom: Tensor,
     layout: MapLayout,
     spacing: Sequence[float],
     ignore_label: int | None,
@@ -47,18 +33,19 @@ def device_maps(
 ) -> list[Tensor]:
     """The stacked maps of ``layout`` (``(B, channels, *spatial)``) of each scale's target, on its device.
 
-    ``segmentations[i]`` is nnU-Net's ``(B, 1, *spatial)`` target of scale ``scales[i]``;
-    ``zoom`` the ``(B, ndim)`` zoom of the patches. Each map is computed on the patch as
-    it is (:func:`nnunet_losses.maps.device.device_map_stack`, equal to
-    :func:`.map_layout.compute_map_stack` per sample): RRW normalised by the patch's
-    per-class maximum, as the RW reference code does; signed distances in mm of the
-    patch's spacing (:func:`patch_spacing`).
+    ``segmentations[i]`` is nnU-Net's ``(B, 1, *spatial)`` target of scale ``scales[i]``.
+    Each map is computed on the patch as it is (:func:`nnunet_losses.maps.device.device_map_stack`,
+    equal to :func:`.map_layout.compute_map_stack` per sample): RRW normalised by the
+    patch's per-class maximum, as the RW reference code does; signed distances in mm of
+    the spacing ``spacing / scale`` (a target voxel of scale ``f`` spans ``1 / f`` patch
+    voxels; the convention of every map mode, see :mod:`.transforms`).
     """
     if len(segmentations) != len(scales):
         raise RuntimeError(f"{len(segmentations)} target scales but {len(scales)} deep-supervision scales")
     stacks = []
     for segmentation, scale in zip(segmentations, scales):
-        maps = device_map_stack(segmentation, layout.kinds, layout.num_classes, ignore_label, patch_spacing(spacing, zoom, scale))
+        patch_spacing = torch.tensor([s / f for s, f in zip(spacing, scale)], dtype=torch.float64, device=segmentation.device)
+        maps = device_map_stack(segmentation, layout.kinds, layout.num_classes, ignore_label, patch_spacing.expand(segmentation.shape[0], -1))
         stacks.append(torch.cat([maps[kind] for kind in layout.kinds], dim=1))
     return stacks
 

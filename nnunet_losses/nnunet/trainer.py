@@ -17,8 +17,8 @@ DDP. This class only
 * brings the maps each batch needs (precomputed ones through the data loader, see
   :mod:`.dataset`; recomputed on the augmented patch in the augmentation workers,
   ``map_mode = "on_the_fly"``; or computed on the training device from the final target
-  of every deep-supervision scale and the zoom the augmentation recorded,
-  ``map_mode = "device"``, see :mod:`.transforms`) and hands them to the loss right
+  of every deep-supervision scale, ``map_mode = "device"``, see :mod:`.transforms`) and
+  hands them to the loss right
   before nnU-Net's step functions run,
 * drives the weight schedule (begin/observe/end of each epoch), logs the loss terms
   and weights per epoch in nnU-Net's log, its checkpoint and ``loss_terms.png``, and
@@ -172,24 +172,24 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         return self._with_maps(super().get_validation_transforms(deep_supervision_scales, **kwargs), deep_supervision_scales)
 
     def _hand_maps_to_loss(self, batch: dict) -> None:
-        """Split ``[segs..., maps...]`` (or, in the device mode, ``[segs..., zoom]``) back into nnU-Net's target
-        and the loss's maps."""
+        """Split ``[segs..., maps...]`` back into nnU-Net's target and the loss's maps; in the device mode, compute
+        the maps of nnU-Net's target."""
         if self.map_layout is None:
             return
         target = batch["target"]
         if self.map_mode == "device":
-            segs = [seg.to(self.device, non_blocking=True) for seg in target[:-1]]
-            maps = self._device_maps(segs, target[-1].to(self.device, non_blocking=True))
+            segs = [seg.to(self.device, non_blocking=True) for seg in (target if isinstance(target, list) else [target])]
+            maps = self._device_maps(segs)
         else:
             half = len(target) // 2
             segs, maps = target[:half], list(target[half:])
         batch["target"] = segs if self.enable_deep_supervision else segs[0]
         self.loss.attach_maps(maps)
 
-    def _device_maps(self, segs: list[torch.Tensor], zoom: torch.Tensor) -> list[torch.Tensor]:
-        """Maps of every scale's target, computed on ``self.device`` with the patches' spacing (see :mod:`.transforms`)."""
-        scales = self._get_deep_supervision_scales() if self.enable_deep_supervision else [[1] * zoom.shape[1]]
-        return device_maps(segs, zoom, self.map_layout, self.configuration_manager.spacing, self.label_manager.ignore_label, scales)
+    def _device_maps(self, segs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Maps of every scale's target, computed on ``self.device`` (see :func:`.loss_adapter.device_maps`)."""
+        scales = self._get_deep_supervision_scales() if self.enable_deep_supervision else [[1] * (segs[0].ndim - 2)]
+        return device_maps(segs, self.map_layout, self.configuration_manager.spacing, self.label_manager.ignore_label, scales)
 
     def train_step(self, batch: dict) -> dict:
         self._hand_maps_to_loss(batch)

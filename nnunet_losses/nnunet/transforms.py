@@ -1,4 +1,4 @@
-"""Transforms that carry maps, or what the maps need, through nnU-Net's augmentation.
+"""Transforms that carry maps through nnU-Net's augmentation and deep supervision.
 
 A trainer's ``map_mode`` picks one of three ways (:func:`add_map_transforms`).
 
@@ -33,21 +33,19 @@ On-the-fly maps: :class:`ComputeMapsOnPatch` (last) recomputes the maps from the
 augmented segmentation at every scale, as the RW reference code does, with the
 patch's spacing (the configuration's spacing divided by the scale).
 
-Device maps (``map_mode = "device"``): nothing is computed in the augmentation workers.
-:class:`AxisZoomRecordingSpatialTransform` wraps nnU-Net's ``SpatialTransform`` and
-records the zoom of each patch axis (the column norms of the affine: nnU-Net's scaling
-factor ``s`` of that axis, "larger = smaller objects"); :class:`ZoomToTarget` (last)
-appends it to the target list as a float64 tensor of shape ``(ndim,)``, which nnU-Net's
-``nnUNetDataLoader`` stacks to ``(B, ndim)``. Inside the dummy-2D bracket the affine is
-2x2 and acts on the last two axes only, so the recorded zooms are the trailing axes of
-the patch and the first axis gets 1. Validation has no spatial transform: zoom 1. The
-trainer computes the maps on the training device from the final target of every
-deep-supervision scale (:func:`.loss_adapter.device_maps`), with the patch's spacing
+Device maps (``map_mode = "device"``): nothing is added to nnU-Net's pipeline. The
+trainer computes the maps on the training device from nnU-Net's final target of every
+deep-supervision scale (:func:`.loss_adapter.device_maps`), as the on-the-fly mode does
+in the workers, with the spacing ``spacing / f`` (``f``: the scale factor per axis).
 
-    spacing_patch[a] = spacing[a] * s[a] / f[a]
-
-(``f``: the deep-supervision scale factor of axis ``a``): a patch voxel spans ``s[a]``
-source voxels along ``a``, and a scale-``f`` target voxel ``1 / f[a]`` patch voxels.
+One convention for all three modes: distances are in mm of the configuration's spacing
+laid over the patch, the world the network sees (nnU-Net resamples every case to that
+spacing, and at inference no patch is zoomed). A zoomed patch (nnU-Net's scaling ``s``,
+larger = smaller objects) is a case whose anatomy is ``1/s`` times as large; a distance of
+``d`` mm in the source case is ``d / s`` mm there, which is what the precomputed maps are
+rescaled to, and what maps computed on the patch give. Computed on the patch (on the fly
+or on the device), the maps are exact for every augmentation, rotation and deformation
+included; the precomputed ones approximate them (see the end of this docstring).
 
 Padding: where nnU-Net pads a patch beyond the case, its segmentation becomes
 background and the precomputed maps are 0. The RRW map there is 0 at the (background)
@@ -56,9 +54,9 @@ like the segmentation does; signed distances are 0, so no boundary term comes fr
 padding. On-the-fly maps see the padded background as part of the patch.
 
 In the first two modes the target becomes ``[seg_0, ..., seg_n, maps_0, ..., maps_n]``
-(or ``[seg, maps]`` without deep supervision), in the device mode
-``[seg_0, ..., seg_n, zoom]``; the trainer splits it again before nnU-Net's
-``train_step``/``validation_step`` see it.
+(or ``[seg, maps]`` without deep supervision); the trainer splits it again before
+nnU-Net's ``train_step``/``validation_step`` see it. In the device mode the target is
+nnU-Net's own.
 
 Approximations, documented: at class borders the interpolated maps mix neighbouring
 values (RRW stays negative inside the image: every voxel's own-class value is);
@@ -113,21 +111,8 @@ def zoom_factor(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(affine)) ** (1.0 / affine.shape[0]))
 
 
-def axis_zooms(affine: np.ndarray) -> np.ndarray:
-    """Zoom of each patch axis of an affine ``R @ diag(s)``: its column norms, ``s``.
-
-    nnU-Net's ``SpatialTransform`` samples the source at ``affine @ x`` for patch voxel
-    ``x``, so a step along patch axis ``a`` moves by column ``a``, of length ``s[a]``.
-    """
-    return np.linalg.norm(affine, axis=0)
-
-
 ZOOM_KEY = "nnunet_losses_zoom"
 """Data-dict key under which :class:`ZoomRecordingSpatialTransform` leaves the patch's zoom."""
-
-AXIS_ZOOM_KEY = "nnunet_losses_axis_zoom"
-"""Data-dict key under which :class:`AxisZoomRecordingSpatialTransform` leaves the zoom of each axis it transformed."""
-
 
 class SplitMapsFromImage(BasicTransform):
     """Move the last ``num_map_channels`` image channels (the attached maps) to ``regression_target``."""
@@ -162,23 +147,8 @@ class ZoomRecordingSpatialTransform(BasicTransform):
         data_dict = self.spatial.apply(data_dict, **params)
         affine = params.get("affine")
         if affine is not None:
-            self.record(data_dict, affine)
+            data_dict[ZOOM_KEY] = data_dict.get(ZOOM_KEY, 1.0) * zoom_factor(affine)
         return data_dict
-
-    def record(self, data_dict: dict, affine: np.ndarray) -> None:
-        """Leave the isotropic zoom of ``affine`` in ``data_dict[ZOOM_KEY]``."""
-        data_dict[ZOOM_KEY] = data_dict.get(ZOOM_KEY, 1.0) * zoom_factor(affine)
-
-
-class AxisZoomRecordingSpatialTransform(ZoomRecordingSpatialTransform):
-    """nnU-Net's ``SpatialTransform``, leaving the zoom of each axis it transformed in ``data_dict[AXIS_ZOOM_KEY]``.
-
-    Those are the trailing ``affine.shape[0]`` axes of the patch: all of them, or, inside
-    nnU-Net's dummy-2D bracket, the two in-plane ones.
-    """
-
-    def record(self, data_dict: dict, affine: np.ndarray) -> None:
-        data_dict[AXIS_ZOOM_KEY] = axis_zooms(affine)
 
 
 class MapsToTarget(BasicTransform):
@@ -223,20 +193,6 @@ class ComputeMapsOnPatch(BasicTransform):
         return data_dict
 
 
-class ZoomToTarget(BasicTransform):
-    """Append the zoom of every patch axis, ``(ndim,)`` float64, to the target list (1 where nothing zoomed)."""
-
-    def apply(self, data_dict: dict, **params) -> dict:
-        segmentation = data_dict["segmentation"]
-        segs = list(segmentation) if isinstance(segmentation, (list, tuple)) else [segmentation]
-        zoom = torch.ones(segs[0].ndim - 1, dtype=torch.float64)
-        recorded = data_dict.pop(AXIS_ZOOM_KEY, None)
-        if recorded is not None:
-            zoom[zoom.numel() - len(recorded) :] = torch.from_numpy(recorded)
-        data_dict["segmentation"] = [*segs, zoom]
-        return data_dict
-
-
 MAP_MODES = ("precomputed", "on_the_fly", "device")
 
 
@@ -252,8 +208,8 @@ def add_map_transforms(
 
     ``"precomputed"``: split the attached maps off the image first, let the spatial
     transform record its zoom, append :class:`MapsToTarget`. ``"on_the_fly"``: append
-    :class:`ComputeMapsOnPatch` (``spacing``: the patch's spacing, mm). ``"device"``: let
-    the spatial transform record the zoom of each axis, append :class:`ZoomToTarget`.
+    :class:`ComputeMapsOnPatch` (``spacing``: the patch's spacing, mm). ``"device"``:
+    nnU-Net's pipeline unchanged (the trainer computes the maps from the final target).
     """
     if map_mode not in MAP_MODES:
         raise ValueError(f"map_mode must be one of {MAP_MODES}, got {map_mode!r}")
@@ -261,7 +217,6 @@ def add_map_transforms(
     if map_mode == "on_the_fly":
         return ComposeTransforms([*transforms, ComputeMapsOnPatch(layout, spacing, ignore_label, deep_supervision_scales)])
     if map_mode == "device":
-        transforms = [AxisZoomRecordingSpatialTransform(t) if isinstance(t, SpatialTransform) else t for t in transforms]
-        return ComposeTransforms([*transforms, ZoomToTarget()])
+        return pipeline
     transforms = [ZoomRecordingSpatialTransform(t) if isinstance(t, SpatialTransform) else t for t in transforms]
     return ComposeTransforms([SplitMapsFromImage(layout.num_channels), *transforms, MapsToTarget(layout.mm_slices, deep_supervision_scales)])
