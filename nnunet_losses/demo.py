@@ -1,4 +1,4 @@
-"""``nnunet-losses demo``: from nothing to trained RW-Boundary and RRW models, a CDF plot and pictures.
+"""``nnunet-losses demo``: from nothing to trained RRW, RW-Boundary and Dice+CE models, a CDF plot and pictures.
 
 Everything happens in ``--out`` (default ``./nnunet_losses_demo``), in nnU-Net folders of
 its own; the user's ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` are never
@@ -7,10 +7,14 @@ read or written. Steps, each with its progress shown:
 1. an ACDC-like synthetic cardiac dataset in nnU-Net's raw format;
 2. nnU-Net planning and 2d preprocessing (``nnUNetv2_plan_and_preprocess``);
 3. a small plans variant for the CPU and the maps (``setup_maps``);
-4. a small convergence study: ``nnUNetTrainerRWBoundary`` and ``nnUNetTrainerRRW``, a
-   few seeds each, short trainings through ``nnUNetv2_train`` (the same runner as
-   ``nnunet-losses study cdf``), with nnU-Net's own validation predictions;
-5. Dice and HD95 per class on the validation cases, the CDF plot, overlay pictures.
+4. a small convergence study under the CPU-scale protocol (``studies/convergence_protocol``:
+   Adam at lr 1e-3, the learning rate at which nnU-Net's Dice + CE reaches its plateau in a
+   few hundred iterations): ``nnUNetTrainerRRWAdam1e3``, ``nnUNetTrainerRWBoundaryAdam1e3``
+   and the control ``nnUNetTrainerDiceCEAdam1e3``, a few seeds each, through
+   ``nnUNetv2_train`` (the same runner as ``nnunet-losses study cdf --control``), with
+   nnU-Net's own validation predictions;
+5. Dice and HD95 per class on the validation cases, the CDF plot with the convergence
+   threshold, overlay pictures.
 
 On a 2-core CPU the defaults finish in under 10 minutes; on a GPU pass ``--device cuda``.
 """
@@ -31,7 +35,9 @@ from .cli import trainers_path
 from .synthetic import write_raw_dataset
 
 DATASET_ID = 500
-TRAINERS = ("nnUNetTrainerRWBoundary", "nnUNetTrainerRRW")
+CONTROL = "nnUNetTrainerDiceCEAdam1e3"
+TRAINERS = ("nnUNetTrainerRRWAdam1e3", "nnUNetTrainerRWBoundaryAdam1e3", CONTROL)
+CASE_SHAPE = (10, 64, 64)
 
 
 def step(number: int, text: str) -> float:
@@ -56,8 +62,8 @@ def prepare_dataset(out: Path, cases: int) -> str:
     from .nnunet.setup_maps import write_configuration_maps
     from .nnunet.small_plans import make_small_plans
 
-    start = step(1, f"writing {cases} synthetic cardiac cases (10 x 96 x 96 voxels, 8 x 1.5 x 1.5 mm)")
-    folder = write_raw_dataset("cardiac", out / "nnUNet_raw", DATASET_ID, cases, seed=0)
+    start = step(1, f"writing {cases} synthetic cardiac cases ({' x '.join(map(str, CASE_SHAPE))} voxels, 8 x 1.5 x 1.5 mm)")
+    folder = write_raw_dataset("cardiac", out / "nnUNet_raw", DATASET_ID, cases, seed=0, shape=CASE_SHAPE)
     print(f"      {folder} ({time.perf_counter() - start:.0f} s)")
 
     start = step(2, "nnU-Net planning and 2d preprocessing (nnUNetv2_plan_and_preprocess)")
@@ -66,7 +72,7 @@ def prepare_dataset(out: Path, cases: int) -> str:
     print(f"      done ({time.perf_counter() - start:.0f} s)")
 
     start = step(3, "small plans for the CPU and the maps (setup_maps)")
-    make_small_plans(DATASET_ID, ("2d",), features=(16, 32, 64, 128), batch_size=8)
+    make_small_plans(DATASET_ID, ("2d",), features=(8, 16, 32, 64), batch_size=8)
     summary = write_configuration_maps(load_configuration(DATASET_ID, "2d", "nnUNetSmallPlans"))
     print(f"      {summary} ({time.perf_counter() - start:.0f} s)")
     return folder.name
@@ -78,12 +84,12 @@ def train(out: Path, seeds: int, epochs: int, iterations: int, device: str, para
 
     study_dir = out / "cdf_study"
     at_a_time = f", {parallel} at a time" if device == "cpu" else ""
-    start = step(4, f"training {' and '.join(TRAINERS)}: {seeds} seeds each, {epochs} epochs of {iterations} iterations{at_a_time}")
+    start = step(4, f"training {', '.join(TRAINERS[:-1])} and the control {CONTROL}: {seeds} seeds each, {epochs} epochs of {iterations} iterations{at_a_time}")
     print(f"      each training's output goes to {study_dir}/runs/<trainer>/seed_<k>_fold_0/train.log")
     arguments = [
         "cdf", "-d", str(DATASET_ID), "-c", "2d", "-p", "nnUNetSmallPlans", "--trainers", *TRAINERS,
         "--seeds", str(seeds), "--epochs", str(epochs), "--iterations", str(iterations), "--val-iterations", "5",
-        "--device", device, "--out", str(study_dir),
+        "--device", device, "--out", str(study_dir), "--control", CONTROL,
     ]
     if device == "cpu":
         arguments += ["--parallel", str(parallel)]
@@ -122,17 +128,32 @@ def evaluate(out: Path, dataset: str, study_dir: Path) -> list[Path]:
             means = {key: float(np.nanmean([case[key] for case in per_case])) for key in (per_case[0] if per_case else {})}
         rows.append((trainer, seeds, len(per_case), means))
     names = list(labels.values())
-    header = f"{'trainer':<26}{'seeds':>6}{'cases':>6}" + "".join(f"{'Dice ' + n:>10}" for n in names) + "".join(f"{'HD95 ' + n:>10}" for n in names)
+    converged = converged_counts(study_dir)
+    width = max(len(trainer) for trainer in TRAINERS) + 2
+    header = f"{'trainer':<{width}}{'seeds':>6}{'cases':>6}{'converged':>11}" + "".join(f"{'Dice ' + n:>10}" for n in names)
+    header += "".join(f"{'HD95 ' + n:>10}" for n in names)
     print("\n" + header + "\n" + "-" * len(header))
     for trainer, seeds, count, means in rows:
         dice = "".join(_cell(means.get(f"dice_{n}"), "{:>10.3f}") for n in names)
         hd95 = "".join(_cell(means.get(f"hd95_{n}"), "{:>10.1f}") for n in names)
-        print(f"{trainer:<26}{seeds:>6}{count:>6}{dice}{hd95}")
+        print(f"{trainer:<{width}}{seeds:>6}{count:>6}{converged.get(trainer, 'n/a'):>11}{dice}{hd95}")
     print(
         "seeds: finished trainings; cases: fold 0's validation cases x seeds (each training predicts the same validation cases).\n"
+        f"converged: trainings whose mean Dice is >= the median of the control {CONTROL} minus 0.05 (cdf_summary.md).\n"
         "Values: mean over those cases; HD95 in mm, n/a where a class was never predicted."
     )
     return [draw_overlays(out / "overlays.png", validation_folders, gt_folder, out / "nnUNet_raw" / dataset / "imagesTr", read_labels)]
+
+
+def converged_counts(study_dir: Path) -> dict[str, str]:
+    """``{trainer: "k/n"}`` from the study's ``cdf_summary.csv`` (empty before the control has a finished run)."""
+    import csv
+
+    path = study_dir / "cdf_summary.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        return {row["trainer"]: f"{row['converged']}/{row['n']}" for row in csv.DictReader(handle)}
 
 
 def _cell(value: float | None, template: str) -> str:
@@ -181,7 +202,7 @@ def build_parser(prog: str = "nnunet-losses demo") -> argparse.ArgumentParser:
     """The demo's options; every default is shown in ``--help``."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Synthetic data -> nnU-Net -> RW-Boundary and RRW trainings, a CDF plot and pictures, in its own folders.",
+        description="Synthetic data -> nnU-Net -> RRW, RW-Boundary and Dice+CE control trainings, a CDF plot and pictures, in its own folders.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("nnunet_losses_demo"), help="working folder, with its own nnU-Net folders")

@@ -12,7 +12,7 @@ from conftest import run_command
 from nnunet_losses.demo import build_parser
 from nnunet_losses.nnunet.progress_plot import loss_terms_figure
 
-TRAINERS = ("nnUNetTrainerRWBoundary", "nnUNetTrainerRRW")
+TRAINERS = ("nnUNetTrainerRRWAdam1e3", "nnUNetTrainerRWBoundaryAdam1e3", "nnUNetTrainerDiceCEAdam1e3")
 
 
 @pytest.mark.nnunet
@@ -34,20 +34,24 @@ def test_demo_runs_in_its_own_folders(workspace, tmp_path):
     study = out / "cdf_study"
     for trainer in TRAINERS:  # the progress names each training's log ...
         assert f"started {trainer} seed 0 fold 0; log: {study}/runs/{trainer}/seed_0_fold_0/train.log\n" in result.stdout
-    # ... and counts the epochs of both trainings (a line at start, every 30 s and at the end: the output is not a terminal)
-    assert f"cdf Dataset500_SyntheticCardiac: epochs 0/2 (0 %); runs: 0 done, 0 running, 0 failed, 2 waiting; 0:00 elapsed" in result.stdout
-    assert f"cdf Dataset500_SyntheticCardiac: epochs 2/2 (100 %); runs: 2 done, 0 running, 0 failed, 0 waiting;" in result.stdout
+    # ... and counts the epochs of all trainings (a line at start, every 30 s and at the end: the output is not a terminal)
+    assert f"cdf Dataset500_SyntheticCardiac: epochs 0/3 (0 %); runs: 0 done, 0 running, 0 failed, 3 waiting; 0:00 elapsed" in result.stdout
+    assert f"cdf Dataset500_SyntheticCardiac: epochs 3/3 (100 %); runs: 3 done, 0 running, 0 failed, 0 waiting;" in result.stdout
     table = result.stdout[result.stdout.index("trainer  ") :].splitlines()
-    assert table[0].split()[:8] == ["trainer", "seeds", "cases", "Dice", "RV", "Dice", "MYO", "Dice"]
-    assert [line.split()[:3] for line in table[2:4]] == [[trainer, "1", "1"] for trainer in TRAINERS]  # 5 cases: fold 0 validates 1
-    assert table[4].startswith("seeds: finished trainings; cases: fold 0's validation cases x seeds")
-    assert (study / "cdf.png").is_file() and (out / "overlays.png").is_file()
+    assert table[0].split()[:9] == ["trainer", "seeds", "cases", "converged", "Dice", "RV", "Dice", "MYO", "Dice"]
+    with open(study / "cdf_summary.csv") as handle:
+        converged = {row["trainer"]: f"{row['converged']}/1" for row in csv.DictReader(handle)}
+    assert set(converged) == set(TRAINERS) and converged[TRAINERS[2]] == "1/1"  # the control's one run is its own median
+    # 5 cases: fold 0 validates 1
+    assert [line.split()[:4] for line in table[2:5]] == [[trainer, "1", "1", converged[trainer]] for trainer in TRAINERS]
+    assert table[5].startswith("seeds: finished trainings; cases: fold 0's validation cases x seeds")
+    assert (study / "cdf.png").is_file() and (study / "cdf_summary.md").is_file() and (out / "overlays.png").is_file()
     with open(study / "cdf_results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["trainer"] for row in rows} == set(TRAINERS)
     assert all(row["status"] == "done" for row in rows)
     assert all(not any(folder.iterdir()) for folder in users.values())  # the user's nnU-Net folders are untouched
-    fold = study / "runs" / "nnUNetTrainerRRW" / "seed_0_fold_0" / "Dataset500_SyntheticCardiac" / "nnUNetTrainerRRW__nnUNetSmallPlans__2d" / "fold_0"
+    fold = study / "runs" / TRAINERS[0] / "seed_0_fold_0" / "Dataset500_SyntheticCardiac" / f"{TRAINERS[0]}__nnUNetSmallPlans__2d" / "fold_0"
     # as nnU-Net's progress.png: 30 inches wide, 18 inches per panel, 100 dpi (two panels here, three there)
     assert Image.open(fold / "loss_terms.png").size == (3000, 3600) and Image.open(fold / "progress.png").size == (3000, 5400)
 
