@@ -250,3 +250,19 @@ def test_read_only_folder_is_reported(small_dataset):
     finally:
         subprocess.run(unlock, check=True)
     assert write_configuration_maps(config, progress=False).written == 3
+
+
+def test_map_chunks_put_almost_no_padding_on_disk(tmp_path):
+    """Uncompressed edge chunks are written whole: the chunk lengths are evened out so that the padding stays below one
+    voxel per chunk and axis (nnU-Net's own chunks for a 64x160x160 case and a 64x128x128 patch are 64x160x128: 60 %)."""
+    from nnunet_losses.nnunet.map_store import STORAGE_CPARAMS, chunking, comp_blosc2_params
+
+    assert comp_blosc2_params((1, 64, 160, 160), (64, 128, 128), bytes_per_pixel=4)[1] == (1, 64, 160, 128)
+    assert chunking((5, 64, 160, 160), (64, 128, 128)) == ((5, 64, 160, 80), (1, 1, 160, 80))
+    assert chunking((5, 10, 256, 256), (256, 256)) == ((5, 1, 256, 256), (1, 1, 256, 256))
+    values = np.random.default_rng(0).random((3, 64, 160, 160), dtype=np.float32)
+    chunks, blocks = chunking(values.shape, (64, 128, 128))
+    path = tmp_path / "maps.b2nd"
+    blosc2.asarray(values, urlpath=str(path), mode="w", chunks=chunks, blocks=blocks, cparams=STORAGE_CPARAMS)
+    assert path.stat().st_size < 1.01 * values.nbytes
+    assert np.array_equal(blosc2.open(str(path), mode="r")[:], values)

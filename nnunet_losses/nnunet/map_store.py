@@ -109,9 +109,16 @@ def chunking(shape: tuple[int, ...], patch_size: tuple[int, ...]) -> tuple[tuple
     """blosc2 chunks and blocks of a (C, z, y, x) float32 map: chunks sized for the training patch as
     nnU-Net sizes its own files, holding all channels, since crops read them all; blocks are one
     channel's (y, x) plane of a chunk, the largest contiguous runs a crop can use (uncompressed
-    data reads about three times faster than with nnU-Net's smaller 3D blocks)."""
+    data reads about three times faster than with nnU-Net's smaller 3D blocks).
+
+    Uncompressed, the padding of the edge chunks is written in full, so each spatial chunk
+    length ``c`` of an axis of length ``n`` is evened out over the same number of chunks,
+    ``k = ceil(n / c)``: ``c' = ceil(n / k) <= c``, which leaves less than ``k`` voxels of
+    padding (a 160-voxel axis with nnU-Net's 128: two chunks of 80 instead of 256 voxels).
+    """
     _, chunks = comp_blosc2_params((1, *shape[1:]), tuple(patch_size), bytes_per_pixel=4)
-    return (shape[0], *chunks[1:]), (1, 1, *chunks[2:])
+    even = tuple(-(-n // -(-n // c)) for n, c in zip(shape[1:], chunks[1:]))
+    return (shape[0], *even), (1, 1, *even[1:])
 
 
 @dataclass(frozen=True)
