@@ -75,7 +75,7 @@ def check_command(command: str) -> None:
             assert not rest and cli.trainers_path().is_dir()
             return
         parsed = PARSERS[subcommand]().parse_args(rest)
-        trainers = set(getattr(parsed, "trainers", None) or [])
+        trainers = {entry.partition(":")[0] for entry in getattr(parsed, "trainers", None) or []}  # NAME:N = N seeds
         assert trainers <= set(package_trainer_names()) | {"nnUNetTrainer"}, trainers
     elif program.startswith("nnUNetv2_"):
         help_text = nnunet_help(program)
@@ -215,56 +215,76 @@ def test_readme_cpu_workflow_runs_as_written_to_predictions(cardiac, tmp_path):
 # --- the convergence study's figures ----------------------------------------------------------------------------
 
 
-CONVERGENCE_STUDIES = ("convergence_cdf", "convergence_cdf_adam")
+PROTOCOL = REPO / "studies" / "convergence_protocol"
+CONTROL, RRW, RWB = "nnUNetTrainerDiceCEAdam1e3", "nnUNetTrainerRRWAdam1e3", "nnUNetTrainerRWBoundaryAdam1e3"
+CLASSES = ("RV", "MYO", "LV")
 
 
-def study_results(studies: tuple[str, ...] = CONVERGENCE_STUDIES) -> dict[str, list[dict]]:
-    """The committed ``cdf_results.csv`` rows of the given study folders, by trainer."""
+def study_results(studies: tuple[str, ...]) -> dict[str, list[dict]]:
+    """The committed ``cdf_results.csv`` rows (done or diverged: the counted runs) of the given study folders, by trainer."""
     rows: dict[str, list[dict]] = {}
     for path in (REPO / "studies" / study / "cdf_results.csv" for study in studies):
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
-                rows.setdefault(row["trainer"], []).append(row)
+                if row["status"] in ("done", "diverged"):
+                    rows.setdefault(row["trainer"], []).append(row)
     return rows
 
 
-def test_readme_convergence_table_equals_the_committed_csvs():
-    """Each row: models with Dice > 0, the median (as in the plot's legend) and the best model's mean and per-class Dice."""
-    section = readme_section("## Convergence study: RW-Boundary vs RRW").split("\n### ")[0]
-    quoted = {m.group(1): m.group(0) for m in re.finditer(r"^\| [^|]+ \| `(nnUNetTrainer\w+)` \|.*\|$", section, flags=re.M)}
-    results = study_results()
-    assert sorted(quoted) == sorted(results)
+def convergence_section() -> str:
+    return readme_section("## Convergence study: RW-Boundary vs RRW")
+
+
+def test_readme_convergence_table_is_the_committed_summary():
+    """The table is cdf_summary.md as the study wrote it, and cdf_summary.csv agrees with cdf_results.csv."""
+    table = [line for line in (PROTOCOL / "cdf_summary.md").read_text().splitlines() if line.startswith("|")]
+    assert "\n" + "\n".join(table) + "\n" in convergence_section()
+    results = study_results(("convergence_protocol",))
+    control = np.array([float(row["dice_mean"]) for row in results[CONTROL]])
+    with open(PROTOCOL / "cdf_summary.csv", newline="") as handle:
+        summary = {row["trainer"]: row for row in csv.DictReader(handle)}
+    assert sorted(summary) == sorted(results)
     for trainer, rows in results.items():
         dice = np.array([float(row["dice_mean"]) for row in rows])
-        best = max(rows, key=lambda row: float(row["dice_mean"]))
-        classes = " / ".join(f"{float(best[f'dice_{name}']):.3f}" for name in ("RV", "MYO", "LV"))
-        expected = f"| {np.sum(dice > 0)} / {len(dice)} | {np.median(dice):.3f} | {float(best['dice_mean']):.3f} ({classes}) |"
-        assert all(row["status"] == "done" for row in rows)
-        assert quoted[trainer].endswith(f"`{trainer}` {expected}"), (quoted[trainer], expected)
+        assert int(summary[trainer]["n"]) == len(dice) and float(summary[trainer]["median"]) == pytest.approx(np.median(dice), abs=1e-12)
+        assert int(summary[trainer]["converged"]) == np.sum(dice >= np.median(control) - 0.05)
+    spec = json.loads((PROTOCOL / "study.json").read_text())
+    assert (spec["epochs"], spec["iterations"]) == (40, 25) and f"**{spec['epochs']} epochs of {spec['iterations']} iterations**" in convergence_section()
+    assert spec["seed_counts"][CONTROL] == 10 and spec["seed_counts"][RRW] == spec["seed_counts"][RWB] == 20
 
 
 def test_readme_convergence_text_figures_equal_the_committed_csvs():
     from scipy.stats import mannwhitneyu
 
-    section = " ".join(readme_section("## Convergence study: RW-Boundary vs RRW").split())  # line breaks as spaces
-    results = study_results()
+    section = " ".join(convergence_section().split())  # line breaks as spaces
+    results = study_results(("convergence_protocol",))
 
-    def dice(trainer: str, column: str = "dice_mean") -> np.ndarray:
-        return np.array([float(row[column]) for row in results[trainer]])
+    def dice(trainer: str) -> np.ndarray:
+        return np.array([float(row["dice_mean"]) for row in results[trainer]])
 
-    rrw, rwb = dice("nnUNetTrainerRRWAdam"), dice("nnUNetTrainerRWBoundaryAdam")
+    def lost(trainer: str) -> np.ndarray:
+        """Per run: how many classes ended below Dice 0.1."""
+        return np.array([sum(float(row[f"dice_{c}"]) < 0.1 for c in CLASSES) for row in results[trainer]])
+
+    rrw, rwb, control = dice(RRW), dice(RWB), dice(CONTROL)
     test = mannwhitneyu(rrw, rwb, alternative="two-sided")
-    for study in ("convergence_cdf", "convergence_cdf_adam"):
-        spec = json.loads((REPO / "studies" / study / "study.json").read_text())
-        budget = f"**{len(spec['seeds'])} seeds per trainer, {spec['epochs']} epochs of {spec['iterations']} iterations** ({spec['epochs'] * spec['iterations']} iterations per model)"
-        assert budget in section
+    one_lost = [row for row, count in zip(results[RRW], lost(RRW)) if count == 1]
+    kept = [float(row[f"dice_{c}"]) for row in one_lost for c in CLASSES if float(row[f"dice_{c}"]) >= 0.1]
+    lost_dice = [float(row["dice_mean"]) for row in one_lost]
+    assert rrw.min() > rwb.max() and lost(RRW).max() == 1 and lost(RWB).min() >= 1 and lost(CONTROL).max() == 0
+    assert np.sum(rwb >= np.median(control) - 0.05) == 0
+    old = {trainer: np.median(dice) for trainer, dice in
+           ((t, np.array([float(r["dice_mean"]) for r in rows])) for t, rows in study_results(("convergence_cdf", "convergence_cdf_adam")).items())}
     expected = [
-        f"the RRW median is {np.median(rrw) / np.median(rwb):.1f} times the RW-Boundary median ({np.median(rrw):.3f} vs {np.median(rwb):.3f})",
-        f"{np.sum(rrw > rwb.max())} of {len(rrw)} RRW models end above the best RW-Boundary model",
-        f"two-sided Mann-Whitney U = {test.statistic:.0f}, p = {test.pvalue:.3f}",
-        f"RRW escapes for the largest class (LV) in {np.sum(dice('nnUNetTrainerRRW', 'dice_LV') > 0)} of {len(rrw)} runs; RW-Boundary never does",
+        f"Every RRW run ends above the best RW-Boundary run ({rrw.min():.3f} against {rwb.max():.3f}; "
+        f"two-sided Mann-Whitney U = {test.statistic:.0f}, p = {test.pvalue:.0e})",
+        f"RW-Boundary converges in none of its {len(rwb)} runs while RRW converges in {np.sum(rrw >= np.median(control) - 0.05)}",
+        f"{len(one_lost)} of {len(rrw)} RRW runs lose exactly one class and keep the other two (Dice {min(kept):.2f}-{max(kept):.2f}), "
+        f"which puts them at {min(lost_dice):.2f}-{max(lost_dice):.2f}",
+        f"every RW-Boundary run loses at least one class, {np.sum(lost(RWB) == 2)} of them two",
+        f"the RW-Boundary and RRW medians were {old['nnUNetTrainerRWBoundaryAdam']:.3f} and {old['nnUNetTrainerRRWAdam']:.3f}, "
+        f"under SGD {old['nnUNetTrainerRWBoundary']:.3f} and {old['nnUNetTrainerRRW']:.3f}",
     ]
-    assert not np.any(dice("nnUNetTrainerRWBoundary", "dice_LV") > 0)
     for text in expected:
         assert text in section, text
 
@@ -282,3 +302,17 @@ def test_readme_learning_speed_table_equals_the_committed_csvs():
         assert row["status"] == "done"
         after = " / ".join(f"{curves[(trainer, epochs - 1)]:.3f}" for epochs in (10, 20, 40))
         assert quoted[trainer].endswith(f"`{trainer}` | {after} | {float(row['dice_mean']):.3f} |"), quoted[trainer]
+
+
+def test_readme_demo_table_is_seed_0_of_the_protocol_study():
+    """The demo's rows quoted in the README: the protocol's seed-0 runs (same data, trainer, seed and budget), and its
+    converged column follows the control's Dice."""
+    block = README[README.index("```text\ntrainer ") :].split("```")[1]
+    rows = {line.split()[0]: line.split() for line in block.splitlines() if line.startswith("nnUNetTrainer")}
+    seed_0 = {trainer: runs[0] for trainer, runs in study_results(("convergence_protocol",)).items() if runs[0]["seed"] == "0"}
+    assert sorted(rows) == sorted((CONTROL, RRW, RWB)) == sorted(demo.TRAINERS)
+    for trainer, cells in rows.items():
+        assert cells[1:3] == ["1", "4"]
+        assert cells[4:7] == [f"{float(seed_0[trainer][f'dice_{c}']):.3f}" for c in CLASSES], trainer
+        converged = float(seed_0[trainer]["dice_mean"]) >= float(seed_0[CONTROL]["dice_mean"]) - 0.05
+        assert cells[3] == ("1/1" if converged else "0/1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -51,6 +52,9 @@ def plot_cdf(
     """
     figure = _figure(7, 5 + 0.25 * len(dice_by_trainer))
     ax = figure.add_subplot()
+    palette = matplotlib.colormaps["tab20"]  # its 10 dark shades first, then the 10 light ones: one colour per trainer up to 20
+    shades = [palette(i) for i in range(0, 20, 2)] + [palette(i) for i in range(1, 20, 2)]
+    ax.set_prop_cycle(color=[shades[i % len(shades)] for i in range(len(dice_by_trainer))])
     for trainer, values in dice_by_trainer.items():
         label = cdf_legend_label(trainer, values, diverged_by_trainer.get(trainer, 0), failed_by_trainer.get(trainer, 0))
         if len(values) == 0:
