@@ -103,10 +103,10 @@ def test_loss_terms_figure_has_nothing_clipped_or_overlapping(nnunet_style_first
 def test_demo_options_have_help_and_defaults():
     help_text = " ".join(build_parser().format_help().split())
     for text in (
-        "--cases CASES synthetic cases; nnU-Net's fold 0 validates on about a fifth of them (default: 12)",
-        "--seeds SEEDS trainings per trainer, seeds 0..N-1 (default: 3)",
-        "--epochs EPOCHS epochs per training (default: 12)",
-        "--iterations ITERATIONS training iterations per epoch (default: 25)",
+        "--cases CASES synthetic cases; nnU-Net's fold 0 validates on a fifth of them (default: 20)",
+        "--seeds SEEDS trainings per trainer, seeds 0..N-1 (3 trainers, 2 at a time on the CPU: 5 seeds take about 25 minutes) (default: 1)",
+        "--epochs EPOCHS epochs per training (the CPU protocol's) (default: 40)",
+        "--iterations ITERATIONS training iterations per epoch (the CPU protocol's) (default: 25)",
         "--device {auto,cpu,cuda} training device; auto: cuda if available, else cpu (default: auto)",
     ):
         assert text in help_text, text
