@@ -6,18 +6,7 @@
 # Writes cdf_results.csv (final validation Dice), curves.csv (nnU-Net's per-epoch pseudo Dice) and curves.png here.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-work="${1:-/tmp/nnunet_losses_cdf}"
-export nnUNet_raw="$work/nnUNet_raw" nnUNet_preprocessed="$work/nnUNet_preprocessed" nnUNet_results="$work/nnUNet_results"
-export nnUNet_extTrainer="$(nnunet-losses trainers-path)"
-mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
-python - <<'PY'
-import os
-from nnunet_losses.synthetic import write_raw_dataset
-write_raw_dataset("cardiac", os.environ["nnUNet_raw"], 27, 20, seed=0, shape=(10, 64, 64))
-PY
-[ -d "$nnUNet_preprocessed/Dataset027_SyntheticCardiac/nnUNetPlans_2d" ] || nnUNetv2_plan_and_preprocess -d 27 -c 2d -np 2
-nnunet-losses small-plans -d 27 -c 2d --features 8 16 32 64 --batch-size 8
-nnunet-losses setup-maps -d 27 -c 2d -p nnUNetSmallPlans --quiet
+source "$here/../convergence_set.sh" "${1:-/tmp/nnunet_losses_cdf}"
 nnunet-losses study cdf -d 27 -c 2d -p nnUNetSmallPlans --seeds 1 --epochs 60 --iterations 25 --val-iterations 5 --device cpu --parallel 2 \
   --trainers nnUNetTrainerDiceCE nnUNetTrainerRRW nnUNetTrainerDiceCEAdam nnUNetTrainerRRWAdam nnUNetTrainerDiceCEAdam1e3 nnUNetTrainerRRWAdam1e3 \
   --out "$here"
