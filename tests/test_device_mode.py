@@ -18,23 +18,19 @@ from __future__ import annotations
 
 import json
 
-import blosc2
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 
 from nnunet_losses.losses import RegionWiseLoss
-from nnunet_losses.nnunet.configuration import load_configuration, preprocessed_root
+from nnunet_losses.nnunet.configuration import preprocessed_root
 from nnunet_losses.nnunet.map_layout import compute_map_stack
 from nnunet_losses.nnunet.map_store import MAP_FOLDER_NAME
-from nnunet_losses.nnunet.small_plans import make_small_plans
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
-from nnunet_losses.synthetic import write_raw_dataset
 
 from conftest import run_command
-from test_map_pipeline import CONFIGURATIONS, IGNORE, NUM_CLASSES, PLANS, build_trainer, loaders
+from test_map_pipeline import CONFIGURATIONS, IGNORE, NUM_CLASSES, PLANS, build_trainer, loaders, prepare_dataset
 
 pytestmark = pytest.mark.nnunet
 
@@ -50,58 +46,10 @@ class nnUNetTrainerDeviceMaps(nnUNetTrainerLosses):
         return {"rrw": RegionWiseLoss("rrw"), "rwb": RegionWiseLoss("rw_boundary")}
 
 
-def add_ignore_label(folder) -> None:
-    """The annotator skipped the first slice of every case."""
-    for label_file in (folder / "labelsTr").glob("*.nii.gz"):
-        image = sitk.ReadImage(str(label_file))
-        labels = sitk.GetArrayFromImage(image)
-        labels[0] = IGNORE
-        edited = sitk.GetImageFromArray(labels)
-        edited.CopyInformation(image)
-        sitk.WriteImage(edited, str(label_file))
-    dataset_json = json.loads((folder / "dataset.json").read_text())
-    dataset_json["labels"]["ignore"] = IGNORE
-    (folder / "dataset.json").write_text(json.dumps(dataset_json))
-
-
-def add_planned_stages(plans_file) -> None:
-    """What nnU-Net's planner adds for larger images: 3d_lowres with its cascade; and a near-isotropic 3d patch."""
-    plans = json.loads(plans_file.read_text())
-    configurations = plans["configurations"]
-    fullres = configurations["3d_fullres"]
-    configurations["3d_lowres"] = {
-        "inherits_from": "3d_fullres",
-        "data_identifier": f"{PLANS}_3d_lowres",
-        "spacing": [fullres["spacing"][0]] + [2 * s for s in fullres["spacing"][1:]],
-        "patch_size": [fullres["patch_size"][0], 24, 24],
-        "next_stage": ["3d_cascade_fullres"],
-    }
-    configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
-    configurations["3d_isotropic"] = {"inherits_from": "3d_fullres", "patch_size": [fullres["patch_size"][0], 16, 16]}
-    plans_file.write_text(json.dumps(plans, indent=2))
-
-
-def write_previous_stage(results, config) -> None:
-    """The 3d_lowres stage's segmentations, as nnU-Net's cascade reads them for this module's trainer."""
-    target = results / config.dataset_folder.name / f"{nnUNetTrainerDeviceMaps.__name__}__{PLANS}__3d_lowres" / "predicted_next_stage" / "3d_cascade_fullres"
-    target.mkdir(parents=True, exist_ok=True)
-    for case in config.case_identifiers():
-        seg = np.asarray(blosc2.open(str(config.data_folder / f"{case}_seg.b2nd"), mode="r")[0])
-        previous = np.where((seg < 0) | (seg == IGNORE), 0, seg).astype(np.int16)
-        blosc2.asarray(np.ascontiguousarray(np.roll(previous, 1, axis=-1)), urlpath=str(target / f"{case}.b2nd"), mode="w")
-
-
 @pytest.fixture(scope="module")
 def device_dataset(workspace) -> str:
-    """Raw data with an ignore label -> nnU-Net plan + preprocess -> plans variant with lowres/cascade/isotropic; no maps."""
-    folder = write_raw_dataset("cardiac", workspace.raw, DATASET_ID, 5, seed=DATASET_ID, shape=(8, 48, 48))
-    add_ignore_label(folder)
-    env = workspace.environment()
-    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "3d_fullres", "-np", "1"], env)
-    add_planned_stages(make_small_plans(DATASET_ID, ("2d", "3d_fullres"), features=(8, 16, 32), batch_size=2, target_plans=PLANS))
-    run_command(["nnUNetv2_preprocess", "-d", str(DATASET_ID), "-plans_name", PLANS, "-c", "3d_lowres", "-np", "1"], env)
-    write_previous_stage(workspace.results, load_configuration(DATASET_ID, "3d_fullres", PLANS))
-    return folder.name
+    """test_map_pipeline's dataset (ignore label; 2d, 3d_fullres, 3d_isotropic, 3d_lowres, cascade) without maps."""
+    return prepare_dataset(workspace, DATASET_ID, (nnUNetTrainerDeviceMaps,))
 
 
 def training_pipeline(trainer):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import blosc2
@@ -64,10 +65,10 @@ class nnUNetTrainerPipelineMapsOnTheFly(nnUNetTrainerPipelineMaps):
     map_mode = "on_the_fly"
 
 
-@pytest.fixture(scope="module")
-def pipeline_dataset(workspace):
-    """Raw data with an ignore label -> nnU-Net plan + preprocess -> plans variant with lowres/cascade/isotropic -> maps."""
-    folder = write_raw_dataset("cardiac", workspace.raw, DATASET_ID, 5, seed=DATASET_ID, shape=(8, 48, 48))
+def prepare_dataset(workspace, dataset_id: int, trainers: Sequence[type]) -> str:
+    """Raw data with an ignore label -> nnU-Net plan + preprocess -> plans variant with lowres/cascade/isotropic ->
+    the 3d_lowres stage's segmentations for ``trainers``; returns the dataset name (no maps written)."""
+    folder = write_raw_dataset("cardiac", workspace.raw, dataset_id, 5, seed=dataset_id, shape=(8, 48, 48))
     for label_file in (folder / "labelsTr").glob("*.nii.gz"):  # the annotator skipped the first slice
         image = sitk.ReadImage(str(label_file))
         labels = sitk.GetArrayFromImage(image)
@@ -79,9 +80,9 @@ def pipeline_dataset(workspace):
     dataset_json["labels"]["ignore"] = IGNORE
     (folder / "dataset.json").write_text(json.dumps(dataset_json))
     env = workspace.environment()
-    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "3d_fullres", "-np", "1"], env)
+    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "3d_fullres", "-np", "1"], env)
 
-    plans_file = make_small_plans(DATASET_ID, ("2d", "3d_fullres"), features=(8, 16, 32), batch_size=2, target_plans=PLANS)
+    plans_file = make_small_plans(dataset_id, ("2d", "3d_fullres"), features=(8, 16, 32), batch_size=2, target_plans=PLANS)
     plans = json.loads(plans_file.read_text())
     configurations = plans["configurations"]
     fullres = configurations["3d_fullres"]
@@ -97,20 +98,26 @@ def pipeline_dataset(workspace):
     configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
     configurations["3d_isotropic"] = {"inherits_from": "3d_fullres", "patch_size": [fullres["patch_size"][0], 16, 16]}
     plans_file.write_text(json.dumps(plans, indent=2))
-    run_command(["nnUNetv2_preprocess", "-d", str(DATASET_ID), "-plans_name", PLANS, "-c", "3d_lowres", "-np", "1"], env)
+    run_command(["nnUNetv2_preprocess", "-d", str(dataset_id), "-plans_name", PLANS, "-c", "3d_lowres", "-np", "1"], env)
+    write_previous_stage(workspace.results, load_configuration(dataset_id, "3d_fullres", PLANS), trainers)
+    return folder.name
 
+
+@pytest.fixture(scope="module")
+def pipeline_dataset(workspace):
+    """:func:`prepare_dataset` -> maps."""
+    name = prepare_dataset(workspace, DATASET_ID, (nnUNetTrainerPipelineMaps, nnUNetTrainerPipelineMapsOnTheFly))
     for configuration in ("2d", "3d_fullres", "3d_lowres"):
         config = load_configuration(DATASET_ID, configuration, PLANS)
         assert config.ignore_label == IGNORE and config.num_classes == NUM_CLASSES
         write_configuration_maps(config, progress=False)
-    write_previous_stage(workspace.results, load_configuration(DATASET_ID, "3d_fullres", PLANS))
-    return folder.name
+    return name
 
 
-def write_previous_stage(results: Path, config) -> None:
+def write_previous_stage(results: Path, config, trainers: Sequence[type]) -> None:
     """What the 3d_lowres stage would hand the cascade: a segmentation per case at full resolution, in nnU-Net's
-    ``predicted_next_stage`` folder of each trainer class used here (nnU-Net names that folder after the trainer)."""
-    for trainer in (nnUNetTrainerPipelineMaps, nnUNetTrainerPipelineMapsOnTheFly):
+    ``predicted_next_stage`` folder of each trainer class given (nnU-Net names that folder after the trainer)."""
+    for trainer in trainers:
         target = results / config.dataset_folder.name / f"{trainer.__name__}__{PLANS}__3d_lowres" / "predicted_next_stage" / "3d_cascade_fullres"
         target.mkdir(parents=True, exist_ok=True)
         for case in config.case_identifiers():
