@@ -35,8 +35,8 @@ def test_demo_runs_in_its_own_folders(workspace, tmp_path):
     for trainer in TRAINERS:  # the progress names each training's log ...
         assert f"started {trainer} seed 0 fold 0; log: {study}/runs/{trainer}/seed_0_fold_0/train.log\n" in result.stdout
     # ... and counts the epochs of all trainings (a line at start, every 30 s and at the end: the output is not a terminal)
-    assert f"cdf Dataset500_SyntheticCardiac: epochs 0/3 (0 %); runs: 0 done, 0 running, 0 failed, 3 waiting; 0:00 elapsed" in result.stdout
-    assert f"cdf Dataset500_SyntheticCardiac: epochs 3/3 (100 %); runs: 3 done, 0 running, 0 failed, 0 waiting;" in result.stdout
+    assert "cdf Dataset500_SyntheticCardiac: epochs 0/3 (0 %); runs: 0 done, 0 running, 0 failed, 3 waiting; 0:00 elapsed" in result.stdout
+    assert "cdf Dataset500_SyntheticCardiac: epochs 3/3 (100 %); runs: 3 done, 0 running, 0 failed, 0 waiting;" in result.stdout
     table = result.stdout[result.stdout.index("trainer  ") :].splitlines()
     assert table[0].split()[:9] == ["trainer", "seeds", "cases", "converged", "Dice", "RV", "Dice", "MYO", "Dice"]
     with open(study / "cdf_summary.csv") as handle:

@@ -18,8 +18,7 @@ DDP. This class only
   :mod:`.dataset`; recomputed on the augmented patch in the augmentation workers,
   ``map_mode = "on_the_fly"``; or computed on the training device from the final target
   of every deep-supervision scale, ``map_mode = "device"``, see :mod:`.transforms`) and
-  hands them to the loss right
-  before nnU-Net's step functions run,
+  hands them to the loss right before nnU-Net's step functions run,
 * drives the weight schedule (begin/observe/end of each epoch), logs the loss terms
   and weights per epoch in nnU-Net's log, its checkpoint and ``loss_terms.png``, and
   restores the schedule on ``--c``,
