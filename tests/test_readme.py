@@ -289,6 +289,55 @@ def test_readme_convergence_text_figures_equal_the_committed_csvs():
         assert text in section, text
 
 
+
+def test_readme_fig_6c_reading_equals_the_committed_csvs():
+    """Every figure of the Fig. 6c reading, recomputed from cdf_results.csv (all 90 runs done)."""
+    from scipy.stats import mannwhitneyu
+
+    section = " ".join(convergence_section().split())
+    results = study_results(("convergence_protocol",))
+    spec = json.loads((PROTOCOL / "study.json").read_text())
+    with open(PROTOCOL / "cdf_results.csv", newline="") as handle:
+        statuses = [row["status"] for row in csv.DictReader(handle)]
+    assert statuses == ["done"] * 90 == ["done"] * sum(spec["seed_counts"].get(t, spec["seeds"]) for t in spec["trainers"])
+    assert "All 90 runs finished; none diverged and none failed." in section
+
+    def runs(map_name: str, strategies: tuple[str, ...] = ("Equal", "Gradual")) -> list[dict]:
+        return [row for regional in ("Dice", "CE") for strategy in strategies for row in results[f"nnUNetTrainer{map_name}{regional}{strategy}Adam1e3"]]
+
+    def dice(rows: list[dict]) -> np.ndarray:
+        return np.array([float(row["dice_mean"]) for row in rows])
+
+    def losing(rows: list[dict]) -> int:
+        return sum(any(float(row[f"dice_{c}"]) < 0.1 for c in CLASSES) for row in rows)
+
+    threshold = np.median(dice(results[CONTROL])) - 0.05
+    rwb_alone, rwb_all = dice(results[RWB]), dice(runs("RWBoundary"))
+    rwb_gradual, rwb_equal = runs("RWBoundary", ("Gradual",)), runs("RWBoundary", ("Equal",))
+    rrw_gradual, rrw_equal = dice(runs("RRW", ("Gradual",))), dice(runs("RRW", ("Equal",)))
+    lifted = mannwhitneyu(rwb_all, rwb_alone, alternative="two-sided")
+    strategy = mannwhitneyu(dice(rwb_gradual), dice(rwb_equal), alternative="two-sided")
+    rrw_strategy = mannwhitneyu(rrw_gradual, rrw_equal, alternative="two-sided")
+    dice_gradual = dice(results["nnUNetTrainerRWBoundaryDiceGradualAdam1e3"])
+    ce_gradual = dice(results["nnUNetTrainerRWBoundaryCEGradualAdam1e3"])
+    assert np.all(dice_gradual >= threshold) and np.all(ce_gradual < threshold) and np.all(dice(rwb_equal) < threshold)
+    expected = [
+        f"RW-Boundary's {len(rwb_all)} combination runs have a median of {np.median(rwb_all):.3f} against {np.median(rwb_alone):.3f} alone, "
+        f"and {np.sum(rwb_all > rwb_alone.max())} of them end above the best RW-Boundary run alone ({rwb_alone.max():.3f}; "
+        f"U = {lifted.statistic:.0f}, p = {lifted.pvalue:.0e})",
+        f"gradual beats equal (medians {np.median(dice(rwb_gradual)):.3f} and {np.median(dice(rwb_equal)):.3f} over {len(rwb_gradual)} runs each; "
+        f"U = {strategy.statistic:.0f}, p = {strategy.pvalue:.3f})",
+        f"(gradual and equal medians {np.median(rrw_gradual):.3f} and {np.median(rrw_equal):.3f}; U = {rrw_strategy.statistic:.0f}, p = {rrw_strategy.pvalue:.2f})",
+        f"no RRW run loses a class ({losing(runs('RRW'))} of {len(runs('RRW'))}, against {losing(results[RRW])} of {len(results[RRW])} alone), "
+        f"so {np.sum(dice(runs('RRW')) >= threshold)} of its 20 combination runs converge against {np.sum(dice(results[RRW]) >= threshold)} of 20 alone",
+        f"(median {np.median(ce_gradual):.3f}, best {ce_gradual.max():.3f}, against {threshold:.3f})",
+        f"the two equal strategies converge in none, and {losing(rwb_equal)} of their {len(rwb_equal)} runs lose a class",
+        f"1 of its {len(rwb_gradual)} runs loses a class",
+    ]
+    assert losing(runs("RRW")) == 0 and losing(rwb_gradual) == 1
+    for text in expected:
+        assert text in section, text
+
 def test_readme_learning_speed_table_equals_the_committed_csvs():
     """Each row: nnU-Net's pseudo Dice after 10, 20 and 40 epochs (curves.csv) and the final validation Dice."""
     folder = REPO / "studies" / "rrw_learning_speed"

@@ -34,7 +34,7 @@ from nnunet_losses.study.collect import cdf_rows, foreground_label_names, summar
 from nnunet_losses.study.compare import markdown_table, summarise
 from nnunet_losses.study.executors import SubmititExecutor, split_cores
 from nnunet_losses.study.launch import RunLaunch, RunOutcome
-from nnunet_losses.study.plots import cdf_legend_label
+from nnunet_losses.study.plots import cdf_figure, cdf_legend_label
 from nnunet_losses.study.progress import StudyProgress, finished_epochs
 from nnunet_losses.study.reports import write_cdf_report
 from nnunet_losses.study.runner import StudyBusyError, run_study, study_lock
@@ -725,7 +725,8 @@ def test_trainers_take_their_own_seed_counts_and_the_study_json_keeps_them(tmp_p
 
 
 def test_control_must_be_a_trainer_of_the_study():
-    for extra in (["--control", "nnUNetTrainerX"], ["--control", RRW, "--tolerance", "1.5"]):
+    panels = (["--panel", f"map={RRW},nnUNetTrainerX"], ["--panel", f"a={RRW}", "--panel", f"a={RWB}"], ["--panel", "a="], ["--panel", RRW])
+    for extra in (["--control", "nnUNetTrainerX"], ["--control", RRW, "--tolerance", "1.5"], *panels):
         with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(io.StringIO()):
             study_main(["cdf", "-d", "1", "-c", "2d", "--trainers", f"{RRW}:3", RWB, "--epochs", "1", "--device", "cpu", *extra])
         assert stop.value.code == 2
@@ -773,6 +774,30 @@ def test_cdf_report_with_a_control_writes_the_summary_and_marks_the_threshold(tm
     plain.mkdir()
     without = write_cdf_report(spec, plain, statuses, dataset)
     assert {path.name for path in without} == {"cdf_results.csv", "cdf.png", "cdf.pdf"}
+    panelled = write_cdf_report(spec, plain, statuses, dataset, control="A", panels={"alone": ["A"]})
+    assert {"cdf_panels.png", "cdf_panels.pdf"} <= {path.name for path in panelled}
+
+
+def test_cdf_panels_hold_their_trainers_and_the_control_in_one_colour(tmp_path):
+    """Fig. 6c's layout: one panel per group, each with the control's curve (same colour everywhere) and the threshold."""
+    dice = {"control": [0.9, 0.96, 0.98], "A": [0.0, 0.5], "A+Dice": [0.95], "B": [0.2], "B+Dice": []}
+    panels = {"map A": ["control", "A", "A+Dice"], "map B": ["control", "B", "B+Dice"]}
+    figure = cdf_figure(dice, {"A": 1}, {"B": 2}, "study", unfinished=3, threshold=(0.91, "converged"), panels=panels)
+    assert [ax.get_title() for ax in figure.axes] == ["map A", "map B"]
+    assert figure._suptitle.get_text() == "study\nnot shown: 2 failed and 3 unfinished run(s)"
+    legends = [[text.get_text() for text in ax.get_legend().get_texts()] for ax in figure.axes]
+    assert legends == [
+        ["control (n=3, median 0.960)", "A (n=2, median 0.250, 1 diverged)", "A+Dice (n=1, median 0.950)", "converged"],
+        ["control (n=3, median 0.960)", "B (n=1, median 0.200, 2 failed)", "B+Dice (n=0)", "converged"],
+    ]
+    lines = [{line.get_label(): line for line in ax.get_lines()} for ax in figure.axes]
+    assert lines[0]["control (n=3, median 0.960)"].get_color() == lines[1]["control (n=3, median 0.960)"].get_color()
+    assert len({line.get_color() for ax_lines in lines for label, line in ax_lines.items() if label != "converged"}) == 5
+    np.testing.assert_array_equal(lines[0]["A (n=2, median 0.250, 1 diverged)"].get_xdata(), [-0.02, 0.0, 0.5, 1.02])
+    np.testing.assert_array_equal(lines[0]["A (n=2, median 0.250, 1 diverged)"].get_ydata(), [0.0, 0.5, 1.0, 1.0])
+    assert all(list(ax_lines["converged"].get_xdata()) == [0.91, 0.91] for ax_lines in lines)
+    single = cdf_figure(dice, {}, {}, "study")
+    assert len(single.axes) == 1 and single.axes[0].get_title() == "study" and len(single.axes[0].get_legend().get_texts()) == 5
 
 
 def test_an_interrupted_study_still_writes_the_results_of_its_finished_runs(monkeypatch, tmp_path):

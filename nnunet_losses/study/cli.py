@@ -84,6 +84,15 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return budget
 
 
+def _panel(text: str) -> tuple[str, tuple[str, ...]]:
+    """``TITLE=TRAINER,TRAINER,...`` -> ``(TITLE, (TRAINER, ...))``."""
+    title, _, names = text.partition("=")
+    trainers = tuple(name.strip() for name in names.split(",") if name.strip())
+    if not title.strip() or not trainers:
+        raise argparse.ArgumentTypeError(f"expected TITLE=TRAINER[,TRAINER...], got {text!r}")
+    return title.strip(), trainers
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -109,6 +118,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "per trainer whose Dice is >= the control's median minus --tolerance, with exact binomial intervals",
     )
     cdf.add_argument("--tolerance", type=float, default=0.05, help="convergence tolerance below the control's median Dice (default 0.05)")
+    cdf.add_argument(
+        "--panel",
+        action="append",
+        type=_panel,
+        default=[],
+        metavar="TITLE=TRAINER,...",
+        help="repeatable: also draw cdf_panels.png with one panel per --panel, holding these trainers and the --control "
+        "(e.g. one panel per map, as in the RW paper's Fig. 6c)",
+    )
 
     compare = commands.add_parser(
         "compare",
@@ -191,6 +209,13 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error(f"--control {args.control} must be one of --trainers {names}")
     if args.command == "cdf" and not 0 <= args.tolerance < 1:
         parser.error(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    if args.command == "cdf":
+        titles = [title for title, _ in args.panel]
+        unknown = [trainer for _, trainers in args.panel for trainer in trainers if trainer not in names]
+        if len(set(titles)) != len(titles):
+            parser.error(f"--panel titles must differ: {titles}")
+        if unknown:
+            parser.error(f"--panel trainers must be among --trainers {names}: {unknown}")
     if args.command == "compare":
         if args.baseline not in args.trainers:
             parser.error(f"--baseline {args.baseline} must be one of --trainers {args.trainers}")
@@ -227,7 +252,7 @@ def _write_reports(args: argparse.Namespace, spec: StudySpec, study_dir: Path, s
     from .reports import write_cdf_report, write_compare_report
 
     if spec.kind == "cdf":
-        written = write_cdf_report(spec, study_dir, statuses, dataset_folder, args.control, args.tolerance)
+        written = write_cdf_report(spec, study_dir, statuses, dataset_folder, args.control, args.tolerance, dict(args.panel))
     else:
         written = write_compare_report(spec, study_dir, statuses, dataset_folder, args.baseline, args.permutations)
     names = [str(path.relative_to(study_dir)) for path in written]

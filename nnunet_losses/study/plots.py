@@ -3,7 +3,8 @@
 * :func:`plot_cdf` — the convergence plot of the region-wise loss paper (Fig. 5 and
   Fig. 6c): per trainer, the empirical CDF ``F(x) = (1/M) sum_m 1[Dice_m <= x]`` of the
   final mean foreground Dice of its ``M`` counted runs (done, and diverged at Dice 0), as a
-  step curve on [0, 1].
+  step curve on [0, 1]; optionally in side-by-side panels, one per group of trainers
+  (Fig. 6c: one panel per map, the control in each).
 * :func:`plot_boxes` — one box per trainer of a per-case metric.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..metrics import empirical_cdf
@@ -32,6 +34,80 @@ def cdf_legend_label(trainer: str, values: Sequence[float], diverged: int, faile
     return f"{trainer} ({', '.join([f'n={len(values)}', *median, *notes])})"
 
 
+def _trainer_colours(trainers: Sequence[str]) -> dict[str, tuple]:
+    """One colour per trainer, in order: tab20's 10 dark shades first, then its 10 light ones (cycling after 20)."""
+    palette = matplotlib.colormaps["tab20"]
+    shades = [palette(i) for i in range(0, 20, 2)] + [palette(i) for i in range(1, 20, 2)]
+    return {trainer: shades[i % len(shades)] for i, trainer in enumerate(trainers)}
+
+
+def _draw_cdf(
+    ax: Axes,
+    dice_by_trainer: Mapping[str, Sequence[float]],
+    diverged_by_trainer: Mapping[str, int],
+    failed_by_trainer: Mapping[str, int],
+    colours: Mapping[str, tuple],
+    threshold: tuple[float, str] | None,
+) -> None:
+    """One step curve per trainer on ``ax`` (a legend entry only, without counted runs), the threshold line, axes and legend."""
+    for trainer, values in dice_by_trainer.items():
+        label = cdf_legend_label(trainer, values, diverged_by_trainer.get(trainer, 0), failed_by_trainer.get(trainer, 0))
+        if len(values) == 0:
+            ax.plot([], [], color=colours[trainer], label=label)
+            continue
+        x, f = empirical_cdf(np.asarray(values, dtype=float))
+        xs = np.concatenate([[-0.02], x, [1.02]])
+        fs = np.concatenate([[0.0], f, [1.0]])
+        ax.step(xs, fs, where="post", linewidth=2, color=colours[trainer], label=label)
+    if threshold is not None:
+        ax.axvline(threshold[0], color="0.4", linestyle="--", linewidth=1, label=threshold[1])
+    ax.set_xlim(-0.02, 1.02)  # a little room, so that curves at Dice 0 or 1 stay visible
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("final mean foreground Dice (nnU-Net validation)")
+    ax.set_ylabel("F(x) = fraction of runs with Dice <= x")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=1, frameon=False)  # below: never over a curve
+
+
+def _left_out_note(failed_by_trainer: Mapping[str, int], unfinished: int) -> str:
+    left_out = [f"{count} {what}" for count, what in ((sum(failed_by_trainer.values()), "failed"), (unfinished, "unfinished")) if count]
+    return f"\nnot shown: {' and '.join(left_out)} run(s)" if left_out else ""
+
+
+def cdf_figure(
+    dice_by_trainer: Mapping[str, Sequence[float]],
+    diverged_by_trainer: Mapping[str, int],
+    failed_by_trainer: Mapping[str, int],
+    title: str,
+    unfinished: int = 0,
+    threshold: tuple[float, str] | None = None,
+    panels: Mapping[str, Sequence[str]] | None = None,
+) -> Figure:
+    """The CDF of every trainer; the legend gives n, the median, diverged and failed runs per trainer.
+
+    ``dice_by_trainer`` holds every counted run, diverged ones included (at Dice 0), so
+    ``n`` and the median include them, e.g. ``nnUNetTrainerRRW (n=20, median 0.912, 2
+    diverged)``. Failed and unfinished runs are not in the curves: the legend gives the
+    failed count per trainer, the title both totals. Trainers without a counted run
+    appear in the legend only. ``threshold``: ``(Dice, label)`` drawn as a dashed vertical line
+    (the convergence threshold of :mod:`.convergence`).
+
+    Without ``panels``, one axes with every trainer. With ``panels`` (title -> trainers, in
+    order), one axes per panel side by side, the layout of the RW paper's Fig. 6c (one panel
+    per map); a trainer in several panels (the control) keeps its colour in all of them.
+    """
+    groups = {title: list(dice_by_trainer)} if panels is None else panels
+    colours = _trainer_colours(list(dict.fromkeys(trainer for trainers in groups.values() for trainer in trainers)))
+    figure = _figure(7 if panels is None else 6.5 * len(groups), 5 + 0.25 * max(len(trainers) for trainers in groups.values()))
+    for index, (name, trainers) in enumerate(groups.items()):
+        ax = figure.add_subplot(1, len(groups), index + 1)
+        _draw_cdf(ax, {trainer: dice_by_trainer[trainer] for trainer in trainers}, diverged_by_trainer, failed_by_trainer, colours, threshold)
+        ax.set_title(name + (_left_out_note(failed_by_trainer, unfinished) if panels is None else ""), fontsize=10)
+    if panels is not None:
+        figure.suptitle(title + _left_out_note(failed_by_trainer, unfinished), fontsize=10)
+    return figure
+
+
 def plot_cdf(
     dice_by_trainer: Mapping[str, Sequence[float]],
     diverged_by_trainer: Mapping[str, int],
@@ -40,40 +116,10 @@ def plot_cdf(
     title: str,
     unfinished: int = 0,
     threshold: tuple[float, str] | None = None,
+    panels: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.pdf``; the legend gives n, the median, diverged and failed runs per trainer.
-
-    ``dice_by_trainer`` holds every counted run, diverged ones included (at Dice 0), so
-    ``n`` and the median include them, e.g. ``nnUNetTrainerRRW (n=20, median 0.912, 2
-    diverged)``. Failed and unfinished runs are not in the curves: the legend gives the
-    failed count per trainer, the title both totals. Trainers without a counted run
-    appear in the legend only. ``threshold``: ``(Dice, label)`` drawn as a dashed vertical line
-    (the convergence threshold of :mod:`.convergence`).
-    """
-    figure = _figure(7, 5 + 0.25 * len(dice_by_trainer))
-    ax = figure.add_subplot()
-    palette = matplotlib.colormaps["tab20"]  # its 10 dark shades first, then the 10 light ones: one colour per trainer up to 20
-    shades = [palette(i) for i in range(0, 20, 2)] + [palette(i) for i in range(1, 20, 2)]
-    ax.set_prop_cycle(color=[shades[i % len(shades)] for i in range(len(dice_by_trainer))])
-    for trainer, values in dice_by_trainer.items():
-        label = cdf_legend_label(trainer, values, diverged_by_trainer.get(trainer, 0), failed_by_trainer.get(trainer, 0))
-        if len(values) == 0:
-            ax.plot([], [], label=label)
-            continue
-        x, f = empirical_cdf(np.asarray(values, dtype=float))
-        xs = np.concatenate([[-0.02], x, [1.02]])
-        fs = np.concatenate([[0.0], f, [1.0]])
-        ax.step(xs, fs, where="post", linewidth=2, label=label)
-    if threshold is not None:
-        ax.axvline(threshold[0], color="0.4", linestyle="--", linewidth=1, label=threshold[1])
-    left_out = [f"{count} {what}" for count, what in ((sum(failed_by_trainer.values()), "failed"), (unfinished, "unfinished")) if count]
-    ax.set_title(title + (f"\nnot shown: {' and '.join(left_out)} run(s)" if left_out else ""), fontsize=10)
-    ax.set_xlim(-0.02, 1.02)  # a little room, so that curves at Dice 0 or 1 stay visible
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("final mean foreground Dice (nnU-Net validation)")
-    ax.set_ylabel("F(x) = fraction of runs with Dice <= x")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=1, frameon=False)  # below: never over a curve
+    """:func:`cdf_figure` written to ``<stem>.png`` and ``<stem>.pdf``."""
+    figure = cdf_figure(dice_by_trainer, diverged_by_trainer, failed_by_trainer, title, unfinished, threshold, panels)
     figure.tight_layout()
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:

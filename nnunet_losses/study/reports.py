@@ -2,7 +2,8 @@
 
 CDF study: ``cdf_results.csv`` (one row per run, every state) and ``cdf.png``/``cdf.pdf``
 (the done runs and the diverged ones at Dice 0; the legend says how many diverged per
-trainer, the title how many failed or did not finish — those are not in the curves).
+trainer, the title how many failed or did not finish — those are not in the curves);
+with panels, also ``cdf_panels.png``/``.pdf`` (one panel per group of trainers).
 With a control trainer, also ``cdf_summary.csv`` and ``cdf_summary.md``: per trainer the
 fraction of runs that converged, judged against the control's median (:mod:`.convergence`),
 and the plot marks that threshold.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .case_metrics import diverged_case_metrics, metric_names, missed_names, validation_case_metrics
@@ -49,8 +50,13 @@ def write_cdf_report(
     dataset_folder: Path,
     control: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    panels: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Path]:
-    """``cdf_results.csv``, ``cdf.png`` and ``cdf.pdf``; with ``control`` (once it has a counted run) the convergence summary too."""
+    """``cdf_results.csv``, ``cdf.png`` and ``cdf.pdf``; with ``control`` (once it has a counted run) the convergence summary too.
+
+    ``panels`` (panel title -> trainers): also ``cdf_panels.png``/``.pdf``, one panel per
+    group, the control's curve first in each.
+    """
     labels = foreground_label_names(json.loads((dataset_folder / "dataset.json").read_text()))
     rows = cdf_rows(statuses, labels)
     written = [write_csv(rows, study_dir / CDF_RESULTS)]
@@ -70,7 +76,11 @@ def write_cdf_report(
         report.write_text(f"# {spec.dataset} {spec.configuration}: convergence\n\n{spec.seeds_description()}; {_budget(spec)}.\n\n" + convergence_markdown(summary, control, threshold, tolerance))
         written.append(report)
     marker = None if threshold is None else (threshold, f"converged: Dice >= control median - {tolerance:g}")
-    return written + plot_cdf(dice, dict(diverged), dict(failed), study_dir / "cdf", title, unfinished, marker)
+    written += plot_cdf(dice, dict(diverged), dict(failed), study_dir / "cdf", title, unfinished, marker)
+    if panels:
+        with_control = {name: list(dict.fromkeys([*([control] if control else []), *trainers])) for name, trainers in panels.items()}
+        written += plot_cdf(dice, dict(diverged), dict(failed), study_dir / "cdf_panels", title, unfinished, marker, with_control)
+    return written
 
 
 def write_compare_report(

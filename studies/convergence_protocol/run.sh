@@ -5,14 +5,21 @@
 #   control Dice+CE 10 seeds; RRW and RW-Boundary alone 20 seeds each; the 8 combinations of Fig. 6
 #   (Dice/CE x equal/gradual x RRW/RW-Boundary) 5 seeds each: 90 runs of about 3 minutes, 2 at a time.
 #   bash studies/convergence_protocol/run.sh [WORKDIR]    # resumable: finished runs are skipped
-# Writes cdf_results.csv, cdf_summary.md/.csv (fraction of runs within 0.05 of the control's median) and cdf.png here.
+# Writes cdf_results.csv, cdf_summary.md/.csv (fraction of runs within 0.05 of the control's median), cdf.png and
+# cdf_panels.png (Fig. 6c's layout: one panel per map, the map alone, its four combinations and the control) here.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../convergence_set.sh" "${1:-/tmp/nnunet_losses_cdf}"
 combinations=()
-for map in RRW RWBoundary; do for regional in Dice CE; do for strategy in Equal Gradual; do
-  combinations+=("nnUNetTrainer${map}${regional}${strategy}Adam1e3:5")
-done; done; done
+panels=()
+for map in RRW RWBoundary; do
+  panel="nnUNetTrainer${map}Adam1e3"
+  for regional in Dice CE; do for strategy in Equal Gradual; do
+    combinations+=("nnUNetTrainer${map}${regional}${strategy}Adam1e3:5")
+    panel+=",nnUNetTrainer${map}${regional}${strategy}Adam1e3"
+  done; done
+  panels+=(--panel "${map/RWBoundary/RW-Boundary} maps=${panel}")
+done
 nnunet-losses study cdf -d 27 -c 2d -p nnUNetSmallPlans --epochs 40 --iterations 25 --val-iterations 5 --device cpu --parallel 2 \
   --trainers nnUNetTrainerDiceCEAdam1e3:10 nnUNetTrainerRRWAdam1e3:20 nnUNetTrainerRWBoundaryAdam1e3:20 "${combinations[@]}" \
-  --seeds 5 --control nnUNetTrainerDiceCEAdam1e3 --out "$here"
+  --seeds 5 --control nnUNetTrainerDiceCEAdam1e3 "${panels[@]}" --out "$here"
