@@ -28,6 +28,7 @@ from nnunet_losses.nnunet import setup_maps, small_plans
 from nnunet_losses.nnunet.preflight import package_trainer_names
 from nnunet_losses.nnunet.run_settings import BUDGET_VARIABLES, SEED_VARIABLE
 from nnunet_losses.study import cli as study_cli
+from nnunet_losses.trainers.losses_adam_1e3 import nnUNetTrainerRWBoundaryDiceGradualAdam1e3
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -335,6 +336,13 @@ def test_readme_fig_6c_reading_equals_the_committed_csvs():
         f"1 of its {len(rwb_gradual)} runs loses a class",
     ]
     assert losing(runs("RRW")) == 0 and losing(rwb_gradual) == 1
+    gradual = nnUNetTrainerRWBoundaryDiceGradualAdam1e3
+    schedule = gradual.strategy(names=("dice", "rw"), num_epochs=spec["epochs"], unit=gradual.schedule_unit)
+    alpha = {}
+    for epoch in (0, spec["epochs"] // 2, spec["epochs"] - 1):
+        schedule.begin_epoch(epoch)
+        alpha[epoch] = schedule.weights["dice"]
+    expected.append(f"(`alpha = {alpha[0]:g}`, {alpha[spec['epochs'] // 2]:g} at mid-training, {alpha[spec['epochs'] - 1]:g} in the last epoch)")
     for text in expected:
         assert text in section, text
 

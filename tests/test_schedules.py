@@ -81,6 +81,8 @@ def test_fraction_unit_maps_epochs_onto_the_reference_budget() -> None:
     [
         (Gradual(num_epochs=50, unit="fraction"), 25, (0.5, 0.5)),
         (Gradual(num_epochs=50, unit="fraction"), 49, (0.02, 0.98)),
+        (Gradual(num_epochs=40, unit="fraction"), 20, (0.5, 0.5)),  # the CPU convergence protocol's 40 epochs
+        (Gradual(num_epochs=40, unit="fraction"), 39, (0.025, 0.975)),
         (Rebalance(num_epochs=50, unit="fraction"), 0, (0.99, 0.01)),
         (Rebalance(num_epochs=50, unit="fraction"), 25, (0.49, 0.51)),
         (Rebalance(num_epochs=1000, unit="fraction"), 990, (0.0, 1.0)),

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .kinds import get_map_kind
-from .torch_edt import distance_to_feature
+from .torch_edt import check_spacing, distance_to_feature
 
 
 def device_map_stack(
@@ -98,13 +98,8 @@ def _labels_for_maps(segmentation: Tensor, num_classes: int, ignore_label: int |
 
 def _validate_spacing(spacing: Tensor, labels: Tensor) -> Tensor:
     """``spacing`` as float32 on the labels' device after checking it is (B, ndim), finite and positive."""
-    expected = (labels.shape[0], labels.ndim - 1)
-    if tuple(spacing.shape) != expected:
-        raise ValueError(f"spacing must have shape (B, ndim) = {expected}, got {tuple(spacing.shape)}")
-    spacing = spacing.to(device=labels.device, dtype=torch.float32)
-    if not bool(torch.isfinite(spacing).all()) or not bool((spacing > 0).all()):
-        raise ValueError(f"spacing must be positive and finite, got {spacing.tolist()}")
-    return spacing
+    check_spacing(spacing, labels.shape[0], labels.ndim - 1, rows_name="B")
+    return spacing.to(device=labels.device, dtype=torch.float32)
 
 
 def _own_class_distance(outer: Tensor, masks: Tensor, sample: Tensor, klass: Tensor, shape: torch.Size) -> Tensor:

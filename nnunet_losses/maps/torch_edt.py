@@ -58,16 +58,21 @@ CPU (faster there than 1 MiB, 16 MiB or 64 MiB in the runs above), 256 MiB on a 
 launches; 2 x 256 MiB of memory traffic per chunk)."""
 
 
+def check_spacing(spacing: Tensor, rows: int, ndim: int, rows_name: str = "N") -> None:
+    """Raise ``ValueError`` unless ``spacing`` is ``(rows, ndim)``, finite and positive (``rows_name`` names
+    the first axis in the message: ``N`` masks, ``B`` samples)."""
+    if tuple(spacing.shape) != (rows, ndim):
+        raise ValueError(f"spacing must have shape ({rows_name}, ndim) = {(rows, ndim)}, got {tuple(spacing.shape)}")
+    if not bool(torch.isfinite(spacing).all()) or not bool((spacing > 0).all()):
+        raise ValueError(f"spacing must be positive and finite, got {spacing.tolist()}")
+
+
 def validate_feature_spacing(feature: Tensor, spacing: Tensor) -> None:
     """Raise ``ValueError`` unless ``feature`` is (N, *spatial) with 2 or 3 non-empty spatial
     axes and ``spacing`` is (N, ndim), finite and positive (N may be 0)."""
     if feature.ndim not in (3, 4) or 0 in feature.shape[1:]:
         raise ValueError(f"feature must be (N, *spatial) with 2 or 3 non-empty spatial axes, got shape {tuple(feature.shape)}")
-    ndim = feature.ndim - 1
-    if spacing.shape != (feature.shape[0], ndim):
-        raise ValueError(f"spacing must have shape (N, ndim) = {(feature.shape[0], ndim)}, got {tuple(spacing.shape)}")
-    if not bool(torch.isfinite(spacing).all()) or not bool((spacing > 0).all()):
-        raise ValueError(f"spacing must be positive and finite, got {spacing.tolist()}")
+    check_spacing(spacing, feature.shape[0], feature.ndim - 1)
 
 
 def distance_to_feature(feature: Tensor, spacing: Tensor, chunk_elements: int | None = None) -> Tensor:

@@ -114,6 +114,7 @@ def zoom_factor(affine: np.ndarray) -> float:
 ZOOM_KEY = "nnunet_losses_zoom"
 """Data-dict key under which :class:`ZoomRecordingSpatialTransform` leaves the patch's zoom."""
 
+
 class SplitMapsFromImage(BasicTransform):
     """Move the last ``num_map_channels`` image channels (the attached maps) to ``regression_target``."""
 
