@@ -29,7 +29,8 @@ from nnunet_losses.nnunet import map_store as map_store_module
 from nnunet_losses.nnunet.configuration import PreprocessedConfiguration, load_configuration
 from nnunet_losses.nnunet.map_store import CorruptMapsError, MapStore, MapWriteError, MissingMapsError
 from nnunet_losses.nnunet.setup_maps import LOCK_FILE, write_configuration_maps
-from nnunet_losses.study.runs import RunPaths, read_json
+from nnunet_losses.files import read_json
+from nnunet_losses.study.runs import RunPaths
 from nnunet_losses.study.spec import StudySpec
 
 from conftest import SMALL_PLANS, run_command

@@ -30,16 +30,18 @@ import pytest
 
 from nnunet_losses.study.cli import main as study_main
 from nnunet_losses.study.case_metrics import case_metrics, diverged_case_metrics
-from nnunet_losses.study.collect import cdf_rows, foreground_label_names, summary_dice
+from nnunet_losses.study.collect import cdf_rows, foreground_label_names
+from nnunet_losses.study.results import dice_columns, summary_dice
 from nnunet_losses.study.compare import markdown_table, summarise
 from nnunet_losses.study.executors import SubmititExecutor, split_cores
 from nnunet_losses.study.launch import RunLaunch, RunOutcome
 from nnunet_losses.study.plots import cdf_figure, cdf_legend_label
 from nnunet_losses.study.progress import StudyProgress, finished_epochs
-from nnunet_losses.study.reports import write_cdf_report
+from nnunet_losses.study.reports import write_cdf_report, write_compare_report
 from nnunet_losses.study.runner import StudyBusyError, run_study, study_lock
-from nnunet_losses.study.runs import RunPaths, State, run_status, study_statuses, write_json
-from nnunet_losses.study.spec import Run, StudySpec, load_spec, save_spec
+from nnunet_losses.files import write_json
+from nnunet_losses.study.runs import RunPaths, State, run_status, study_statuses
+from nnunet_losses.study.spec import Run, StudyMismatchError, StudySpec, check_spec, extends, load_spec, save_spec
 from nnunet_losses.study.status import status_report
 from nnunet_losses.nnunet.configuration import ConfigurationError
 
@@ -209,6 +211,27 @@ def test_cdf_results_csv_and_plot(cdf_study):
         assert row["epochs"] == "1" and float(row["seconds"]) > 0 and row["error"] == ""
     for name in ("cdf.png", "cdf.pdf"):
         assert (cdf_study.dir / name).stat().st_size > 1000
+
+
+@pytest.mark.nnunet
+def test_finished_runs_survive_a_clone_that_holds_only_their_result_records(cdf_study, tmp_path):
+    """Each finished run left result.json; a study folder with nothing else (what git keeps) counts them as done,
+    with the same rows as the CSV made from nnU-Net's outputs, and launches none of them again."""
+    spec = load_spec(cdf_study.dir)
+    original = {(row["trainer"], row["seed"]): row for row in read_csv(cdf_study.dir / "cdf_results.csv")}
+    clone = tmp_path / "clone"
+    kept = [path.relative_to(cdf_study.dir) for path in cdf_study.dir.glob("runs/*/*/result.json")]
+    assert sorted(str(path.parent) for path in kept) == sorted(f"runs/{t}/seed_{s}_fold_0" for t in (RRW, RWB) for s in (0, 1))
+    for path in [Path("study.json"), *kept]:
+        (clone / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cdf_study.dir / path, clone / path)
+    statuses = [status for status in study_statuses(clone, spec) if status.run.trainer != FAILING]
+    assert {status.state for status in statuses} == {State.DONE}
+    assert all("committed result.json" in status.detail for status in statuses)
+    for row in cdf_rows(statuses, {1: "RV", 2: "MYO", 3: "LV"}):
+        assert {key: "" if value is None else str(value) for key, value in row.items()} == original[(row["trainer"], str(row["seed"]))]
+    with pytest.raises(ConfigurationError, match="known here only from its result.json"):
+        write_compare_report(spec, clone, statuses, Path("unused"), RRW)
 
 
 @pytest.mark.nnunet
@@ -424,7 +447,9 @@ def test_collection_from_a_hand_made_summary(tmp_path):
     assert labels == {1: "RV", 2: "MYO", 3: "LV"}
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"foreground_mean": {"Dice": 0.8}, "mean": {"1": {"Dice": 0.7}, "2": {"Dice": 0.9}}, "metric_per_case": []}))
-    values = summary_dice(summary, labels)
+    mean, per_label = summary_dice(summary)
+    assert (mean, per_label) == (0.8, {"1": 0.7, "2": 0.9})
+    values = dice_columns({"state": "done", "dice_mean": mean, "dice_per_label": per_label}, labels)
     assert values["dice_mean"] == 0.8 and values["dice_RV"] == 0.7 and values["dice_MYO"] == 0.9
     assert math.isnan(values["dice_LV"])
     with pytest.raises(ConfigurationError, match="region-based"):
@@ -553,6 +578,39 @@ def test_study_json_round_trip_and_differences(tmp_path):
     assert set(spec.differences(StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A", "B"), (0, 1), (0, 1), 3, 10, None))) == {"kind", "seeds", "epochs"}
     with pytest.raises(ValueError, match="duplicates"):
         StudySpec("cdf", "D", "2d", "p", ("A", "A"), (0,), (0,))
+
+
+def test_more_trainers_or_seeds_extend_a_study_and_nothing_else_does(tmp_path):
+    saved = StudySpec("cdf", "D", "2d", "p", ("A", "B"), (0, 1), (0,), 4, 10, None, (("A", 5),))
+    save_spec(saved, tmp_path)
+    more_seeds = StudySpec("cdf", "D", "2d", "p", ("A", "B"), (0, 1), (0,), 4, 10, None, (("A", 9), ("B", 3)))
+    more_trainers = StudySpec("cdf", "D", "2d", "p", ("A", "B", "C"), (0, 1), (0,), 4, 10, None, (("A", 5),))
+    assert extends(more_seeds, saved) and extends(more_trainers, saved)
+    fewer_seeds = StudySpec("cdf", "D", "2d", "p", ("A", "B"), (0, 1), (0,), 4, 10, None, (("A", 3),))
+    other_budget = StudySpec("cdf", "D", "2d", "p", ("A", "B", "C"), (0, 1), (0,), 8, 10, None, (("A", 5),))
+    other_seeds = StudySpec("cdf", "D", "2d", "p", ("A", "B"), (2, 3), (0,), 4, 10, None, (("A", 5),))
+    assert not any(extends(spec, saved) for spec in (fewer_seeds, other_budget, other_seeds))
+    assert check_spec(saved, tmp_path) is False and check_spec(more_seeds, tmp_path) is True
+    for refused in (fewer_seeds, other_budget, other_seeds):
+        with pytest.raises(StudyMismatchError, match="more trainers or seeds extend it"):
+            check_spec(refused, tmp_path)
+    save_spec(more_seeds, tmp_path)
+    assert load_spec(tmp_path) == saved  # an existing study.json is kept unless the study was extended
+    save_spec(more_seeds, tmp_path, extended=True)
+    assert load_spec(tmp_path) == more_seeds and len(more_seeds.runs()) == 9 * 1 + 3 * 1
+
+
+def test_an_unreadable_or_unknown_result_record_does_not_count(tmp_path):
+    spec = StudySpec("cdf", "D", "2d", "p", ("A",), (0, 1, 2), (0,))
+    paths = [RunPaths.of(tmp_path, spec, run) for run in spec.runs()]
+    for path in paths:
+        path.run_dir.mkdir(parents=True)
+    paths[0].result.write_text('{"state": "done", "dice_mean"')  # half written
+    write_json(paths[1].result, {"state": "failed", "dice_mean": 0.5})
+    write_json(paths[2].result, {"state": "diverged", "dice_mean": 0.0, "dice_per_label": {}, "epochs": 2, "error": "diverged at epoch 2"})
+    assert [status.state for status in study_statuses(tmp_path, spec)] == [State.LEFT, State.LEFT, State.DIVERGED]
+    row = cdf_rows([run_status(tmp_path, spec, spec.runs()[2])], {1: "RV"})[0]
+    assert (row["status"], row["dice_mean"], row["dice_RV"], row["epochs"], row["error"]) == ("diverged", 0.0, 0.0, 2, "diverged at epoch 2")
 
 
 def _nnunet_epoch(log: Path, epoch: int, ended: bool) -> None:

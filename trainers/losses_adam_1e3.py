@@ -15,6 +15,7 @@ from nnunet_losses.trainers.losses_region_wise import (
     nnUNetTrainerRRWCEGradual,
     nnUNetTrainerRRWDiceEqual,
     nnUNetTrainerRRWDiceGradual,
+    nnUNetTrainerRRWOnTheFly,
     nnUNetTrainerRWBoundary,
     nnUNetTrainerRWBoundaryCEEqual,
     nnUNetTrainerRWBoundaryCEGradual,
@@ -71,3 +72,7 @@ class nnUNetTrainerRWBoundaryCEEqualAdam1e3(_Adam1e3, nnUNetTrainerRWBoundaryCEE
 
 class nnUNetTrainerRWBoundaryCEGradualAdam1e3(_Adam1e3, nnUNetTrainerRWBoundaryCEGradual):
     """a CE + (1 - a) RW(RW-Boundary), a stretched over the run."""
+
+
+class nnUNetTrainerRRWOnTheFlyAdam1e3(_Adam1e3, nnUNetTrainerRRWOnTheFly):
+    """RW loss with RRW maps of the augmented patch (the RW reference code's per-patch normalisation)."""

@@ -16,13 +16,12 @@ stand-in for a missing value. Failed runs (infrastructure) have no Dice and are 
 from __future__ import annotations
 
 import csv
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..nnunet.configuration import ConfigurationError
-from .runs import RunPaths, RunStatus, State, read_json
+from .results import completed_epochs, dice_columns, run_result, training_seconds
+from .runs import RunStatus, State
 
 CDF_RESULTS = "cdf_results.csv"
 
@@ -35,53 +34,24 @@ def foreground_label_names(dataset_json: Mapping) -> dict[int, str]:
     return {int(value): name for name, value in sorted(labels.items(), key=lambda item: int(item[1])) if int(value) != 0 and name != "ignore"}
 
 
-def summary_dice(summary_file: Path, labels: Mapping[int, str]) -> dict[str, float]:
-    """``dice_mean`` and ``dice_<name>`` per foreground class from nnU-Net's ``summary.json`` (NaN if absent)."""
-    summary = json.loads(Path(summary_file).read_text())
-    per_class = summary.get("mean", {})
-    values = {"dice_mean": float(summary["foreground_mean"]["Dice"])}
-    for label, name in labels.items():
-        values[f"dice_{name}"] = float(per_class.get(str(label), {}).get("Dice", math.nan))
-    return values
-
-
-def completed_epochs(paths: RunPaths) -> int | None:
-    """Epochs completed by a run, from its newest nnU-Net checkpoint (``current_epoch``)."""
-    checkpoint = paths.checkpoint_final if paths.checkpoint_final.is_file() else paths.checkpoint_latest
-    if not checkpoint.is_file():
-        return None
-    import torch
-
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["current_epoch"])
-
-
-def training_seconds(paths: RunPaths) -> float | None:
-    """Wall-clock seconds of all attempts of a run (``attempts.json``)."""
-    attempts = read_json(paths.attempts)
-    if not isinstance(attempts, list) or not attempts:
-        return None
-    return round(sum(float(attempt.get("seconds", 0.0)) for attempt in attempts), 1)
-
-
 def cdf_rows(statuses: Iterable[RunStatus], labels: Mapping[int, str]) -> list[dict]:
     """One row per run: trainer, seed, fold, state, Dice, epochs, seconds, error.
 
-    Dice: nnU-Net's for done runs, 0.0 (mean and each class) for diverged runs, empty
-    otherwise. Epochs: from the newest checkpoint; for a diverged run, the epochs it
-    completed before the one its loss diverged in. Error: the one-line reason of a
-    failed or diverged run.
+    Done and diverged runs come from their result record (:mod:`.results`; written from
+    nnU-Net's outputs where it is missing): nnU-Net's Dice for done runs, 0.0 (mean and
+    each class) for diverged runs, whose epochs are those completed before the one its
+    loss diverged in. Other runs have empty Dice, the epochs of their newest checkpoint
+    and, when failed, the one-line reason.
     """
     rows = []
     for status in statuses:
-        epochs = completed_epochs(status.paths)
-        if status.state is State.DONE:
-            dice = summary_dice(status.paths.summary, labels)
-        elif status.state is State.DIVERGED:
-            dice = {"dice_mean": 0.0, **{f"dice_{name}": 0.0 for name in labels.values()}}
-            marker = read_json(status.paths.diverged_marker)
-            epochs = int(marker["epoch"]) if isinstance(marker, dict) and isinstance(marker.get("epoch"), int) else epochs
+        record = run_result(status.paths) if status.state in (State.DONE, State.DIVERGED) else None
+        if record is not None:
+            dice, epochs, seconds, error = dice_columns(record, labels), record.get("epochs"), record.get("seconds"), record.get("error", "")
         else:
             dice = {"dice_mean": None, **{f"dice_{name}": None for name in labels.values()}}
+            epochs, seconds = completed_epochs(status.paths), training_seconds(status.paths)
+            error = status.detail if status.state is State.FAILED else ""
         rows.append(
             {
                 "trainer": status.run.trainer,
@@ -90,8 +60,8 @@ def cdf_rows(statuses: Iterable[RunStatus], labels: Mapping[int, str]) -> list[d
                 "status": status.state.value,
                 **dice,
                 "epochs": epochs,
-                "seconds": training_seconds(status.paths),
-                "error": status.detail if status.state in (State.FAILED, State.DIVERGED) else "",
+                "seconds": seconds,
+                "error": error,
             }
         )
     return rows

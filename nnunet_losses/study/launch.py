@@ -42,7 +42,9 @@ from datetime import datetime
 from typing import IO
 
 from ..nnunet.run_settings import BUDGET_VARIABLES, SEED_VARIABLE
-from .runs import RunPaths, error_summary, read_json, tail_lines, write_json
+from .results import record_result
+from ..files import read_json, write_json
+from .runs import RunPaths, error_summary, tail_lines
 from .spec import Run, StudySpec
 
 STUDY_VARIABLES = (SEED_VARIABLE, *BUDGET_VARIABLES.values())
@@ -177,12 +179,16 @@ class ActiveRun:
 
     def finish(self, returncode: int) -> RunOutcome:
         """Close the ended attempt: kill what is left of its group, remove the running marker, record it,
-        and write ``failed.json`` on an error."""
+        write ``failed.json`` on an error and ``result.json`` when the run finished or diverged."""
         self._end_group()
         seconds = self._close(returncode, interrupted=False)
         error = None
         if returncode != 0:
             error = mark_failed(self.launch.paths, returncode, tail_lines(self.launch.paths.log, 40))
+        try:
+            record_result(self.launch.paths)
+        except (OSError, ValueError, KeyError):
+            pass  # an unreadable summary.json: the reports name it when they read the run
         return RunOutcome(self.launch.run, returncode, seconds, self.resumed, error)
 
     def _end_group(self) -> None:

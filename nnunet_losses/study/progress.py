@@ -29,7 +29,8 @@ from typing import TextIO
 from tqdm import tqdm
 
 from .launch import RunOutcome
-from .runs import RunPaths, RunStatus, State, divergence_summary, read_json
+from ..files import read_json
+from .runs import RunPaths, RunStatus, State, divergence_summary
 from .spec import Run
 
 NNUNET_DEFAULT_EPOCHS = 1000

@@ -27,6 +27,7 @@ from .collect import CDF_RESULTS, cdf_rows, foreground_label_names, write_csv
 from .compare import box_plots, markdown_table, summarise, summary_rows
 from .convergence import DEFAULT_TOLERANCE, convergence_csv_rows, convergence_markdown, convergence_rows, convergence_threshold
 from .plots import plot_cdf
+from ..nnunet.configuration import ConfigurationError
 from .runs import RunStatus, State
 from .spec import StudySpec
 
@@ -86,7 +87,16 @@ def write_cdf_report(
 def write_compare_report(
     spec: StudySpec, study_dir: Path, statuses: Sequence[RunStatus], dataset_folder: Path, baseline: str, n_permutations: int = 10000
 ) -> list[Path]:
-    """Per-case metrics of the done and diverged runs, their summary with paired tests and worst-case counts, and box plots."""
+    """Per-case metrics of the done and diverged runs, their summary with paired tests and worst-case counts, and box plots.
+
+    Refuses (``ConfigurationError``) a done run known only from its ``result.json``: its predictions are not here.
+    """
+    for status in statuses:
+        if status.state is State.DONE and not status.paths.finished:
+            raise ConfigurationError(
+                f"{status.run} is known here only from its result.json; the compare tables need its validation predictions "
+                f"(nnU-Net's outputs in {status.paths.output_folder}): copy them there, or delete result.json to train the run again"
+            )
     dataset_json = json.loads((dataset_folder / "dataset.json").read_text())
     labels = foreground_label_names(dataset_json)
     ignore = dataset_json["labels"].get("ignore")

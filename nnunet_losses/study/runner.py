@@ -2,8 +2,8 @@
 
 Order of a study invocation:
 
-1. ``study.json`` in the study folder, if present, must hold the same parameters
-   (:func:`.spec.check_spec`);
+1. ``study.json`` in the study folder, if present, must hold the same parameters or
+   fewer trainers and seeds, which the invocation extends (:func:`.spec.check_spec`);
 2. :func:`preflight`: the dataset, plans and configuration exist, the dataset is
    label-based (not region-based), and every trainer is found and has its maps
    (:func:`nnunet_losses.nnunet.preflight.check_trainer`, once per trainer); trainers
@@ -39,7 +39,8 @@ from .collect import foreground_label_names
 from .executors import Executor
 from .launch import RunLaunch
 from .progress import StudyProgress
-from .runs import RunStatus, State, failed_attempts, study_statuses, write_json
+from ..files import write_json
+from .runs import RunStatus, State, failed_attempts, study_statuses
 from .spec import Run, StudySpec, check_spec, save_spec
 
 LOCK_FILE = ".study.lock"
@@ -131,8 +132,10 @@ def run_study(
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     with study_lock(study_dir):
-        check_spec(spec, study_dir)
-        save_spec(spec, study_dir)
+        extended = check_spec(spec, study_dir)
+        if extended:
+            print(f"extending the study in {study_dir} to {len(spec.runs())} runs; study.json is rewritten, finished runs are kept")
+        save_spec(spec, study_dir, extended)
         statuses = study_statuses(study_dir, spec)
         forgiven = {s.run: failed_attempts(s.paths) for s in statuses if s.state is State.FAILED} if retry_failed else {}
         counts = Counter(status.state for status in statuses)

@@ -11,6 +11,8 @@ Layout of a study folder::
         attempts.json                       one entry per attempt: start, seconds, exit code, cores
         running.json                        present while an attempt runs: pid, host, Slurm job id
         failed.json                         present after a failed attempt: exit code, error summary
+        result.json                         the result of a finished or diverged run, small and committed
+                                            with the study (:mod:`.results`)
         <Dataset>/<trainer>__<plans>__<configuration>/fold_<f>/   nnU-Net's own output folder
                                             (the run folder is the run's nnUNet_results)
             diverged.json                   written by the trainer when its loss became non-finite
@@ -25,6 +27,8 @@ States (:class:`State`), checked in this order:
 * ``diverged``: the trainer stopped because its loss became non-finite and left
   ``diverged.json`` in nnU-Net's output folder. A result of the study, not a failure:
   it counts as a run with Dice 0 and is never relaunched.
+* ``done`` or ``diverged`` from ``result.json`` alone: nnU-Net's outputs are not here
+  (a study folder cloned from version control), the committed record is the result.
 * ``failed``: the last attempt exited with an error (``failed.json``) without the
   divergence marker: an infrastructure failure (killed, out of memory, a missing file,
   any other error). Failed runs are retried (:mod:`.runner`) and left out of the results.
@@ -34,7 +38,6 @@ States (:class:`State`), checked in this order:
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -46,6 +49,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from ..files import read_json, write_json
 from ..nnunet import DIVERGED_MARKER
 from .spec import Run, StudySpec
 
@@ -83,6 +87,11 @@ class RunPaths:
     @property
     def log(self) -> Path:
         return self.run_dir / "train.log"
+
+    @property
+    def result(self) -> Path:
+        """The committed record of a finished or diverged run (:mod:`.results`)."""
+        return self.run_dir / "result.json"
 
     @property
     def attempts(self) -> Path:
@@ -134,19 +143,12 @@ class RunStatus:
     detail: str = ""
 
 
-def read_json(path: Path) -> dict | list | None:
-    """A JSON file's content, or ``None`` if it is missing or unreadable (e.g. half written)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path: Path, content: dict | list) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=2))
-    temporary.replace(path)
+def read_result(paths: RunPaths) -> dict | None:
+    """A run's ``result.json`` (:mod:`.results`), or ``None`` when it has none, or an unreadable or unknown one."""
+    record = read_json(paths.result)
+    if isinstance(record, dict) and record.get("state") in (State.DONE, State.DIVERGED) and isinstance(record.get("dice_mean"), (int, float)):
+        return record
+    return None
 
 
 def _is_training_process(pid: int) -> bool:
@@ -192,6 +194,9 @@ def run_status(study_dir: Path, spec: StudySpec, run: Run) -> RunStatus:
     diverged = read_json(paths.diverged_marker)
     if isinstance(diverged, dict):
         return RunStatus(run, paths, State.DIVERGED, divergence_summary(diverged))
+    record = read_result(paths)
+    if record is not None:
+        return RunStatus(run, paths, State(record["state"]), "from its committed result.json (nnU-Net's outputs are not here)")
     failed = read_json(paths.failed_marker)
     if isinstance(failed, dict):
         return RunStatus(run, paths, State.FAILED, str(failed.get("error", "")))

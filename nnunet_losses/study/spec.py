@@ -5,7 +5,8 @@ that decide what a run computes (dataset, configuration, plans, trainers, seeds,
 and the epoch/iteration budget) are written to ``<study dir>/study.json`` by the first
 invocation. A later invocation on the same folder must ask for the same study, or it
 is refused (:class:`StudyMismatchError`): finished runs are reused, so mixing budgets
-or datasets in one folder would mix incomparable results. How runs are executed
+or datasets in one folder would mix incomparable results. A study with more trainers or
+seeds than the saved one *extends* it (:func:`extends`): its finished runs are kept. How runs are executed
 (device, executor, parallelism) is not part of the study and may change between
 invocations.
 """
@@ -130,25 +131,39 @@ def load_spec(study_dir: Path) -> StudySpec:
     return StudySpec.from_json(json.loads(path.read_text()))
 
 
-def check_spec(spec: StudySpec, study_dir: Path) -> None:
-    """Raise :class:`StudyMismatchError` if ``study_dir`` holds another study (no ``study.json`` is fine)."""
+def extends(spec: StudySpec, saved: StudySpec) -> bool:
+    """Whether ``spec`` is ``saved`` with more runs: every saved run is one of its runs, and only trainers,
+    seeds and seed counts differ (so the finished runs stay comparable with the new ones)."""
+    growable = {"trainers", "seeds", "seed_counts"}
+    return set(saved.differences(spec)) <= growable and set(saved.runs()) <= set(spec.runs())
+
+
+def check_spec(spec: StudySpec, study_dir: Path) -> bool:
+    """Raise :class:`StudyMismatchError` if ``study_dir`` holds another study (no ``study.json`` is fine).
+
+    A study that :func:`extends` the saved one (more trainers or seeds, same data and budget) is accepted;
+    returns whether it does, so the caller rewrites ``study.json`` (:func:`save_spec` with ``extended``).
+    """
     try:
         saved = load_spec(study_dir)
     except FileNotFoundError:
-        return
+        return False
     differences = saved.differences(spec)
+    if differences and extends(spec, saved):
+        return True
     if differences:
         lines = "\n".join(f"  {key}: saved {old!r}, requested {new!r}" for key, (old, new) in differences.items())
         raise StudyMismatchError(
             f"{study_dir} holds a study with other parameters ({STUDY_FILE}):\n{lines}\n"
-            "Repeat the saved parameters to resume it, or pass another --out for a new study."
+            "Repeat the saved parameters to resume it (more trainers or seeds extend it), or pass another --out for a new study."
         )
+    return False
 
 
-def save_spec(spec: StudySpec, study_dir: Path) -> None:
-    """Write ``study.json`` (atomically) unless it exists."""
+def save_spec(spec: StudySpec, study_dir: Path, extended: bool = False) -> None:
+    """Write ``study.json`` (atomically) unless it exists; an ``extended`` study replaces it."""
     path = study_dir / STUDY_FILE
-    if path.is_file():
+    if path.is_file() and not extended:
         return
     study_dir.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")

@@ -1,6 +1,6 @@
 """``nnunet-losses study status DIR``: which runs of a study are done, running, failed or left.
 
-Reads only the study folder (``study.json``, the run markers and nnU-Net's outputs),
+Reads only the study folder (``study.json``, the run markers, the result records and nnU-Net's outputs),
 so it can follow a study that runs in another process or on a cluster. States are
 those of :mod:`.runs`; done runs show their final mean foreground Dice, diverged ones
 where their loss became non-finite (they count at Dice 0), running ones their process,
@@ -9,12 +9,12 @@ line per trainer: its runs counted in the results (done + diverged) and how many
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from .runs import RunStatus, State, study_statuses, tail_lines
+from .results import summary_dice
+from .runs import RunStatus, State, read_result, study_statuses, tail_lines
 from .spec import load_spec
 
 LOG_LINES = 5
@@ -22,10 +22,12 @@ LOG_LINES = 5
 
 def _detail(status: RunStatus) -> str:
     if status.state is State.DONE:
+        record = read_result(status.paths)
         try:
-            return f"Dice {json.loads(status.paths.summary.read_text())['foreground_mean']['Dice']:.4f}"
+            dice = record["dice_mean"] if record is not None else summary_dice(status.paths.summary)[0]
         except (OSError, ValueError, KeyError):
             return "summary.json unreadable"
+        return f"Dice {dice:.4f}" + (f" ({status.detail})" if status.detail else "")
     return status.detail
 
 
