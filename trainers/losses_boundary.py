@@ -1,7 +1,11 @@
 """Kervadec's boundary loss with Dice under the fixed, ramp, rebalance and steal schedules
-(boundary-loss breast-ultrasound paper; SPEC §2). The boundary term covers the
-foreground classes, as in Kervadec's code; Dice excludes background, as nnU-Net's."""
-from nnunet_losses.losses import BoundaryLoss, SoftDiceLoss
+(Kervadec et al., "Boundary loss for highly unbalanced segmentation", and its breast
+ultrasound study; ``docs/schedules.md``). The boundary term covers the foreground
+classes, as in Kervadec's code; the papers prescribe no Dice variant, so the Dice term is
+nnU-Net's own (:func:`~nnunet_losses.nnunet.nnunet_dice.nnunet_dice`: the plans'
+``batch_dice``, background excluded, DDP gather)."""
+from nnunet_losses.losses import BoundaryLoss
+from nnunet_losses.nnunet.nnunet_dice import nnunet_dice
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
 from nnunet_losses.schedules import Fixed, LinearRamp, Rebalance, Steal
 
@@ -11,8 +15,7 @@ class _BoundaryDice(nnUNetTrainerLosses):
     schedule_arguments: dict = {}
 
     def loss_terms(self):
-        foreground = list(range(1, self.label_manager.num_segmentation_heads))
-        return {"dice": SoftDiceLoss(), "boundary": BoundaryLoss(classes=foreground)}
+        return {"dice": nnunet_dice(self), "boundary": BoundaryLoss(include_background=False)}
 
     def loss_weights(self, names):
         return self.schedule_class(**self.schedule_arguments, names=names, num_epochs=self.num_epochs)

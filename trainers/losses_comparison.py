@@ -1,6 +1,9 @@
-"""The comparison losses of the loss study (SPEC §5): focal, Tversky, focal Tversky,
-asymmetric F-beta, Dice + focal, and Dice + CE with adaptive weighting."""
-from nnunet_losses.losses import AsymmetricFBetaLoss, CrossEntropyLoss, FocalLoss, FocalTverskyLoss, SoftDiceLoss, TverskyLoss
+"""The comparison losses of the spine MRI loss study (``docs/losses.md``): focal, Tversky,
+focal Tversky, asymmetric F-beta, Dice + focal, and Dice + CE with adaptive weighting. The
+study prescribes no Dice variant, so the compounds use nnU-Net's Dice
+(:func:`~nnunet_losses.nnunet.nnunet_dice.nnunet_dice`)."""
+from nnunet_losses.losses import AsymmetricFBetaLoss, CrossEntropyLoss, FocalLoss, FocalTverskyLoss, TverskyLoss
+from nnunet_losses.nnunet.nnunet_dice import nnunet_dice
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
 from nnunet_losses.schedules import CoVWeighting, SoftAdapt
 
@@ -34,24 +37,24 @@ class nnUNetTrainerFBeta(nnUNetTrainerLosses):
 
 
 class nnUNetTrainerDiceFocal(nnUNetTrainerLosses):
-    """Dice + focal."""
+    """nnU-Net's Dice + focal."""
 
     def loss_terms(self):
-        return {"dice": SoftDiceLoss(), "focal": FocalLoss()}
+        return {"dice": nnunet_dice(self), "focal": FocalLoss()}
 
 
 class nnUNetTrainerDiceCESoftAdapt(nnUNetTrainerLosses):
-    """Dice + CE weighted by SoftAdapt (beta = 0.1) from the slopes of the epoch means."""
+    """nnU-Net's Dice + CE weighted by SoftAdapt (beta = 0.1) from the slopes of the epoch means."""
 
     def loss_terms(self):
-        return {"dice": SoftDiceLoss(), "ce": CrossEntropyLoss()}
+        return {"dice": nnunet_dice(self), "ce": CrossEntropyLoss()}
 
     def loss_weights(self, names):
         return SoftAdapt(names, num_epochs=self.num_epochs)
 
 
 class nnUNetTrainerDiceCECoV(nnUNetTrainerDiceCESoftAdapt):
-    """Dice + CE weighted by the coefficient of variation of their loss ratios."""
+    """nnU-Net's Dice + CE weighted by the coefficient of variation of their loss ratios."""
 
     def loss_weights(self, names):
         return CoVWeighting(names, num_epochs=self.num_epochs)

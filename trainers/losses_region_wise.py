@@ -1,5 +1,7 @@
-"""Region-wise loss trainers (Valverde et al., RW paper): RRW and RW-Boundary maps,
-alone and with Dice or CE under the equal and gradual strategies (§4.3-4.4)."""
+"""Region-wise loss trainers (Valverde et al., "Region-wise loss for biomedical image
+segmentation"): RRW and RW-Boundary maps, alone and with Dice or CE under the equal and
+gradual strategies (§4.3-4.4; ``docs/schedules.md``). The combinations keep the paper's
+reference code's Dice: per sample, background included."""
 from nnunet_losses.losses import CrossEntropyLoss, RegionWiseLoss, RRWWeightedCrossEntropyLoss, SoftDiceLoss
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
 from nnunet_losses.schedules import Equal, Gradual

@@ -1,6 +1,7 @@
-"""The temporal loss of Marzola et al. and its parts: GDL, common-support Dice (CDL) and
-common-support boundary loss (SPEC §3). The phases scale to nnU-Net's epoch budget
-(the paper's 20 epochs map onto the whole training)."""
+"""The temporal loss of Marzola et al. ("Temporal loss for ultrasound segmentation") and its
+parts: GDL, common-support Dice (CDL) and common-support boundary loss (``docs/losses.md``,
+``docs/schedules.md``). The phases scale to nnU-Net's epoch budget (the paper's 20 epochs
+map onto the whole training). The Dice terms are the paper's generalised Dice."""
 from nnunet_losses.losses import CommonSupportBoundaryLoss, CommonSupportDiceLoss, GeneralizedDiceLoss
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
 from nnunet_losses.schedules import TemporalWeighting

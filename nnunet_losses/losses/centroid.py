@@ -1,4 +1,4 @@
-"""Centroid-based distance loss (Wong et al., ``papers/centroid-distance-loss.txt``; SPEC §4).
+"""Centroid-based distance loss (Wong et al., "A centroid-based distance loss ..."; ``docs/losses.md``).
 
 For each sample and each selected foreground class: threshold the softmax at 0.5,
 take the maximum projections of target and prediction along two axes (coronal and
@@ -25,6 +25,14 @@ Cases the paper leaves undefined, chosen so the loss keeps a learning signal:
   than vanishing while the overlap is still imperfect.
 
 2D inputs have no projection: the image itself is the single view (``L_d = d``).
+
+**Host synchronisation.** Connected components and their centroids are defined on the
+thresholded prediction and are computed on the CPU (numpy, ``cc3d``): every call copies
+the thresholded prediction and the target to the host. This is the one loss of the
+package that synchronises by definition; it is exempt from the sync-free and
+``torch.compile(fullgraph=True)`` guarantees of the others.
+
+``reduction="none"``: per-sample means of ``L_c`` over the scored classes.
 """
 from __future__ import annotations
 
@@ -35,8 +43,8 @@ import torch
 from torch import Tensor
 
 from ..metrics.centroid import centroid_distance, component_centroids
-from .base import SegmentationLoss
-from .inputs import LossInput
+from .base import SegmentationLoss, evaluate
+from .inputs import LossInput, Reduction, reduce_samples
 
 
 def projection_distance(target: np.ndarray, prediction: np.ndarray, spacing: Sequence[float] | None) -> tuple[float, int]:
@@ -53,28 +61,30 @@ def projection_distance(target: np.ndarray, prediction: np.ndarray, spacing: Seq
 
 
 class CentroidDistanceLoss(SegmentationLoss):
-    """``L_c = L_Dice * L_d * L_N`` per sample and foreground class (binary: class 1).
+    """``L_c = L_Dice * L_d * L_N`` per sample and foreground class.
 
-    ``projection_axes``: the two spatial axes projected away (3D inputs); ``classes``:
-    the classes scored (default: all foreground classes); ``spacing``: mm per voxel of
-    the full spatial grid (default: voxel units); ``smooth``: soft-Dice smoothing.
+    ``projection_axes``: the two spatial axes projected away (3D inputs);
+    ``include_background``: also score class 0 (default: the foreground classes);
+    ``spacing``: mm per voxel of the full spatial grid (default: voxel units);
+    ``smooth``: soft-Dice smoothing.
     """
 
     def __init__(
         self,
         projection_axes: tuple[int, int] = (0, 1),
-        classes: Sequence[int] | None = None,
+        include_background: bool = False,
         spacing: Sequence[float] | None = None,
         distance_floor: float = 1.0,
         smooth: float = 1e-5,
+        reduction: Reduction = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(reduction)
         if len(projection_axes) != 2 or projection_axes[0] == projection_axes[1]:
             raise ValueError(f"projection_axes must be two different spatial axes, got {projection_axes}")
         if distance_floor <= 0:
             raise ValueError(f"distance_floor must be positive, got {distance_floor}")
         self.projection_axes = tuple(projection_axes)
-        self.classes = None if classes is None else list(classes)
+        self.include_background = include_background
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
         self.distance_floor = distance_floor
         self.smooth = smooth
@@ -101,18 +111,33 @@ class CentroidDistanceLoss(SegmentationLoss):
         return max(total_distance, self.distance_floor), float(max(1, total_count))
 
     def compute(self, batch: LossInput) -> Tensor:
-        classes = self.classes if self.classes is not None else list(range(1, batch.num_classes))
-        s, g = batch.probs, batch.onehot
-        if batch.mask is not None:
-            s, g = s * batch.mask, g * batch.mask
+        first = 0 if self.include_background else 1
+        s, g = batch.masked(batch.probs, batch.onehot)
         axes = tuple(range(2, s.ndim))
         tp = (s * g).sum(axes)
         dice_loss = 1.0 - (2.0 * tp + self.smooth) / (s.sum(axes) + g.sum(axes) + self.smooth)
-        predicted = (s.detach() > 0.5).cpu().numpy()
+        predicted = (s.detach() > 0.5).cpu().numpy()  # host copy: components are computed with numpy
         target = (g > 0.5).cpu().numpy()
         factors = torch.ones_like(dice_loss)
         for b in range(s.shape[0]):
-            for k in classes:
+            for k in range(first, batch.num_classes):
                 distance, count = self.scale_factors(target[b, k], predicted[b, k])
                 factors[b, k] = distance * count
-        return (dice_loss[:, classes] * factors[:, classes]).mean()
+        return reduce_samples(dice_loss[:, first:] * factors[:, first:], self.reduction)
+
+
+def centroid_distance_loss(
+    logits: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    *,
+    projection_axes: tuple[int, int] = (0, 1),
+    include_background: bool = False,
+    spacing: Sequence[float] | None = None,
+    distance_floor: float = 1.0,
+    smooth: float = 1e-5,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Functional :class:`CentroidDistanceLoss` (it keeps no state; the module holds the options)."""
+    loss = CentroidDistanceLoss(projection_axes, include_background, spacing, distance_floor, smooth, reduction)
+    return evaluate(loss.compute, logits, target, mask)

@@ -1,4 +1,5 @@
-"""Common-support losses of the temporal loss (Marzola et al., ``papers/temporal-loss-ultrasound.txt``; SPEC §3).
+"""Common-support losses of Marzola et al.'s temporal loss ("Temporal loss for ultrasound
+segmentation"; ``docs/losses.md``, its schedule in ``docs/schedules.md``).
 
 The common-support mask ``M`` is 1, for class ``k``, on every *line* (an image column
 in the paper: all voxels sharing the coordinates of the other axes) where both the
@@ -11,16 +12,19 @@ gradient.
 * CDL (eq. 3): the generalised Dice loss of ``M * T`` and ``M * P``.
 * Common-support boundary loss (eq. 4): ``(1/(N C)) sum_k sum_i M D P`` with ``D`` the
   distance map of Kervadec's boundary loss (the ``signed_distance`` map; negative
-  inside the class, so the loss is negative at its optimum).
+  inside the class, so the loss is negative at its optimum). ``reduction="none"``: each
+  sample's share of the voxel mean (:func:`~.inputs.voxel_mean`).
+
+CDL is only defined with ``reduction="mean"`` (its class weights pool the batch).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .base import SegmentationLoss
-from .inputs import LossInput
-from .overlap import generalized_dice
+from .base import SegmentationLoss, evaluate
+from .inputs import LossInput, Reduction, check_reduction
+from .overlap import GeneralizedDiceLoss, generalized_dice
 
 
 def common_support_mask(target_onehot: Tensor, prediction_onehot: Tensor, line_axis: int = -2) -> Tensor:
@@ -39,32 +43,63 @@ def common_support_mask(target_onehot: Tensor, prediction_onehot: Tensor, line_a
     return both.expand_as(target_onehot).to(target_onehot.dtype)
 
 
-class _CommonSupport(SegmentationLoss):
-    def __init__(self, line_axis: int = -2) -> None:
-        super().__init__()
+def common_support(batch: LossInput, line_axis: int = -2) -> Tensor:
+    """The common-support mask ``M`` of this batch (detached), from the argmax prediction."""
+    probs = batch.probs.detach()
+    predicted = torch.zeros_like(probs).scatter_(1, probs.argmax(1, keepdim=True), 1.0)
+    return common_support_mask(batch.onehot, predicted, line_axis)
+
+
+def common_support_dice_of_batch(batch: LossInput, line_axis: int = -2) -> Tensor:
+    """CDL: the generalised Dice loss of ``M T`` and ``M P`` (eq. 3)."""
+    (m,) = batch.masked(common_support(batch, line_axis))
+    return generalized_dice(m * batch.onehot, m * batch.probs)
+
+
+def common_support_boundary_of_batch(batch: LossInput, line_axis: int = -2, reduction: Reduction = "mean") -> Tensor:
+    """``mean_{b,k,i} M phi_G s`` (eq. 4)."""
+    return batch.voxel_mean(common_support(batch, line_axis) * batch.require_map("signed_distance") * batch.probs, reduction)
+
+
+class CommonSupportDiceLoss(SegmentationLoss):
+    """CDL: generalised Dice loss restricted to the common support ``M`` (eq. 3). Only ``reduction="mean"``."""
+
+    pooled_over_batch = GeneralizedDiceLoss.pooled_over_batch
+
+    def __init__(self, line_axis: int = -2, reduction: Reduction = "mean") -> None:
+        super().__init__(reduction)
         self.line_axis = line_axis
 
-    def support(self, batch: LossInput) -> Tensor:
-        """The common-support mask ``M`` of this batch (detached)."""
-        probs = batch.probs.detach()
-        predicted = torch.zeros_like(probs).scatter_(1, probs.argmax(1, keepdim=True), 1.0)
-        return common_support_mask(batch.onehot, predicted, self.line_axis)
-
-
-class CommonSupportDiceLoss(_CommonSupport):
-    """CDL: generalised Dice loss restricted to the common support ``M`` (eq. 3)."""
-
     def compute(self, batch: LossInput) -> Tensor:
-        m = self.support(batch)
-        if batch.mask is not None:
-            m = m * batch.mask
-        return generalized_dice(m * batch.onehot, m * batch.probs)
+        return common_support_dice_of_batch(batch, self.line_axis)
 
 
-class CommonSupportBoundaryLoss(_CommonSupport):
-    """``mean_{b,k,i} M * phi_G * s`` over the common support (eq. 4; needs ``signed_distance``)."""
+class CommonSupportBoundaryLoss(SegmentationLoss):
+    """``mean_{b,k,i} M * phi_G * s`` over the common support (eq. 4; reads ``signed_distance``)."""
 
     required_maps = ("signed_distance",)
 
+    def __init__(self, line_axis: int = -2, reduction: Reduction = "mean") -> None:
+        super().__init__(reduction)
+        self.line_axis = line_axis
+
+    def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None, *, signed_distance: Tensor | None = None) -> Tensor:
+        return self.call_with_maps(logits, target, mask, signed_distance=signed_distance)
+
     def compute(self, batch: LossInput) -> Tensor:
-        return batch.masked_mean(self.support(batch) * batch.require_map("signed_distance") * batch.probs)
+        return common_support_boundary_of_batch(batch, self.line_axis, self.reduction)
+
+
+def common_support_dice_loss(
+    logits: Tensor, target: Tensor, mask: Tensor | None = None, *, line_axis: int = -2, reduction: Reduction = "mean"
+) -> Tensor:
+    """Functional :class:`CommonSupportDiceLoss` (only ``reduction="mean"``)."""
+    check_reduction(reduction, CommonSupportDiceLoss.pooled_over_batch)
+    return evaluate(lambda b: common_support_dice_of_batch(b, line_axis), logits, target, mask)
+
+
+def common_support_boundary_loss(
+    logits: Tensor, target: Tensor, mask: Tensor | None = None, *, signed_distance: Tensor, line_axis: int = -2, reduction: Reduction = "mean"
+) -> Tensor:
+    """Functional :class:`CommonSupportBoundaryLoss`."""
+    return evaluate(lambda b: common_support_boundary_of_batch(b, line_axis, reduction), logits, target, mask, signed_distance=signed_distance)

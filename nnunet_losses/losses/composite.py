@@ -25,6 +25,11 @@ class CompositeLoss(SegmentationLoss):
     it (read at every call, so a schedule can change it between epochs). Every term is
     computed at every call, also with weight 0, because adaptive schedules and the
     training log need all values; :attr:`last_values` holds them (detached).
+
+    ``loss(logits, target, mask=None, **maps)`` takes the union of the maps its terms read
+    (:attr:`required_maps`), validates and converts them once, and hands each term the
+    prepared batch with only the maps that term reads (softmax and one-hot shared). The result has the shape of the terms' results (a scalar, or ``(B,)`` when
+    every term has ``reduction="none"``).
     """
 
     def __init__(self, terms: Mapping[str, SegmentationLoss], weights: Mapping[str, float] | WeightSource) -> None:
@@ -36,6 +41,9 @@ class CompositeLoss(SegmentationLoss):
         self.required_maps = tuple(dict.fromkeys(m for t in terms.values() for m in t.required_maps))
         self.last_values: dict[str, Tensor] = {}
 
+    def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None, **maps: Tensor | None) -> Tensor:
+        return self.call_with_maps(logits, target, mask, **maps)
+
     @property
     def weights(self) -> dict[str, float]:
         source = self.weight_source
@@ -46,6 +54,6 @@ class CompositeLoss(SegmentationLoss):
 
     def compute(self, batch: LossInput) -> Tensor:
         weights = self.weights
-        values = {name: term.compute(batch) for name, term in self.terms.items()}
+        values = {name: term.compute(batch.only_maps(term.required_maps)) for name, term in self.terms.items()}
         self.last_values = {name: value.detach() for name, value in values.items()}
-        return torch.stack([weights[name] * value for name, value in values.items()]).sum()
+        return torch.stack([weights[name] * value for name, value in values.items()]).sum(0)

@@ -1,15 +1,21 @@
-"""Distribution-based losses: cross-entropy, weighted cross-entropy, focal (SPEC §1, §5).
+"""Distribution-based losses: cross-entropy, weighted cross-entropy, focal (``docs/losses.md``).
 
 Per voxel ``i`` with true class ``y_i``: ``CE_i = -log s[y_i, i]`` (log-softmax, stable).
 
 * CE: mean of ``CE_i`` over valid voxels. With ``class_weights`` the mean is weighted,
   ``sum_i w[y_i] CE_i / sum_i w[y_i]`` (PyTorch's convention).
-* RRW-weighted CE (the RW paper's "wCE" row, §4.1): ``mean_i (1 + |z[y_i, i]|) CE_i``,
-  with ``z`` the RRW map. The paper's formula was lost in extraction and its reference
-  code does not contain it; this weighting (1 plus the voxel's normalised distance to
-  its class boundary) is the documented choice. Needs the ``rrw`` map.
-* Focal loss (Lin et al. 2017, non-alpha-balanced as in the RW paper):
-  ``mean_i -(1 - s[y_i, i])^gamma log s[y_i, i]``, ``gamma = 2``.
+* RRW-weighted CE (the "wCE" row of Valverde et al., "Region-wise loss for biomedical
+  image segmentation", §4.1): ``mean_i (1 + |z[y_i, i]|) CE_i``, with ``z`` the RRW map.
+  The paper's formula was lost in extraction and its reference code does not contain
+  it; this weighting (1 plus the voxel's normalised distance to its class boundary) is
+  the documented choice. Reads the ``rrw`` map.
+* Focal loss (Lin et al., "Focal loss for dense object detection", 2017; not
+  alpha-balanced, as in the RW paper): ``mean_i -(1 - s[y_i, i])^gamma log s[y_i, i]``,
+  ``gamma = 2``.
+
+``reduction="none"``: each sample's share of the (weighted) voxel mean, ``B`` times its
+sum over the batch's denominator, which is its own mean when no voxel is masked or
+weighted (:func:`~.inputs.voxel_mean`).
 """
 from __future__ import annotations
 
@@ -18,8 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import SegmentationLoss
-from .inputs import LossInput
+from .base import SegmentationLoss, evaluate
+from .inputs import LossInput, Reduction, reduce_ratio
 
 
 def true_class_log_prob(batch: LossInput) -> Tensor:
@@ -27,47 +33,100 @@ def true_class_log_prob(batch: LossInput) -> Tensor:
     return batch.log_probs.gather(1, batch.labels.unsqueeze(1))
 
 
+def _class_weight_tensor(class_weights: Sequence[float] | Tensor | None) -> Tensor | None:
+    if class_weights is None:
+        return None
+    weights = torch.as_tensor(class_weights, dtype=torch.float32)
+    if not bool((weights >= 0).all()):
+        raise ValueError(f"class_weights must be >= 0, got {weights.tolist()}")
+    return weights
+
+
+def cross_entropy_of_batch(batch: LossInput, class_weights: Tensor | None = None, reduction: Reduction = "mean") -> Tensor:
+    """CE, optionally class-weighted (``sum w CE / sum w``)."""
+    ce = -true_class_log_prob(batch)
+    if class_weights is None:
+        return batch.voxel_mean(ce, reduction)
+    if len(class_weights) != batch.num_classes:
+        raise ValueError(f"{len(class_weights)} class_weights for {batch.num_classes} classes")
+    (w,) = batch.masked(class_weights.to(ce.device)[batch.labels].unsqueeze(1))
+    if reduction == "mean":
+        return (w * ce).sum() / w.sum().clamp_min(1e-12)
+    return reduce_ratio((w * ce).flatten(1).sum(1), w.sum().clamp_min(1e-12), reduction)
+
+
+def rrw_weighted_cross_entropy_of_batch(batch: LossInput, reduction: Reduction = "mean") -> Tensor:
+    """``mean_i (1 + |z[y_i, i]|) CE_i`` from the compact RRW map."""
+    weights = 1.0 + batch.require_map("rrw").abs()
+    return batch.voxel_mean(-weights * true_class_log_prob(batch), reduction)
+
+
+def focal_of_batch(batch: LossInput, gamma: float = 2.0, reduction: Reduction = "mean") -> Tensor:
+    """``mean_i -(1 - s_y)^gamma log s_y``."""
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    log_p = true_class_log_prob(batch)
+    return batch.voxel_mean(-(1.0 - log_p.exp()).pow(gamma) * log_p, reduction)
+
+
 class CrossEntropyLoss(SegmentationLoss):
     """Cross-entropy, optionally class-weighted (``sum w CE / sum w``)."""
 
-    def __init__(self, class_weights: Sequence[float] | None = None) -> None:
-        super().__init__()
-        if class_weights is not None and not all(w >= 0 for w in class_weights):
-            raise ValueError(f"class_weights must be >= 0, got {list(class_weights)}")
-        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
-        self.register_buffer("class_weights", weights, persistent=False)
+    def __init__(self, class_weights: Sequence[float] | None = None, reduction: Reduction = "mean") -> None:
+        super().__init__(reduction)
+        self.register_buffer("class_weights", _class_weight_tensor(class_weights), persistent=False)
 
     def compute(self, batch: LossInput) -> Tensor:
-        ce = -true_class_log_prob(batch)
-        if self.class_weights is None:
-            return batch.masked_mean(ce)
-        if len(self.class_weights) != batch.num_classes:
-            raise ValueError(f"{len(self.class_weights)} class_weights for {batch.num_classes} classes")
-        w = self.class_weights.to(ce.device)[batch.labels].unsqueeze(1)
-        if batch.mask is not None:
-            w = w * batch.mask
-        return (w * ce).sum() / w.sum().clamp_min(1e-12)
+        return cross_entropy_of_batch(batch, self.class_weights, self.reduction)
 
 
 class RRWWeightedCrossEntropyLoss(SegmentationLoss):
-    """Cross-entropy weighted per voxel by ``1 + |z[y_i, i]|`` from the RRW map (needs ``rrw``)."""
+    """Cross-entropy weighted per voxel by ``1 + |z[y_i, i]|`` from the RRW map (reads ``rrw``)."""
 
     required_maps = ("rrw",)
 
+    def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None, *, rrw: Tensor | None = None) -> Tensor:
+        return self.call_with_maps(logits, target, mask, rrw=rrw)
+
     def compute(self, batch: LossInput) -> Tensor:
-        weights = 1.0 + batch.require_map("rrw").abs()
-        return batch.masked_mean(-weights * true_class_log_prob(batch))
+        return rrw_weighted_cross_entropy_of_batch(batch, self.reduction)
 
 
 class FocalLoss(SegmentationLoss):
     """Focal loss ``mean -(1 - s_y)^gamma log s_y`` (Lin et al. 2017; gamma = 2, no alpha)."""
 
-    def __init__(self, gamma: float = 2.0) -> None:
-        super().__init__()
+    def __init__(self, gamma: float = 2.0, reduction: Reduction = "mean") -> None:
+        super().__init__(reduction)
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma = gamma
 
     def compute(self, batch: LossInput) -> Tensor:
-        log_p = true_class_log_prob(batch)
-        return batch.masked_mean(-(1.0 - log_p.exp()).pow(self.gamma) * log_p)
+        return focal_of_batch(batch, self.gamma, self.reduction)
+
+
+def cross_entropy_loss(
+    logits: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    *,
+    class_weights: Sequence[float] | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Functional :class:`CrossEntropyLoss`."""
+    weights = _class_weight_tensor(class_weights)
+    return evaluate(lambda b: cross_entropy_of_batch(b, weights, reduction), logits, target, mask)
+
+
+def rrw_weighted_cross_entropy_loss(
+    logits: Tensor, target: Tensor, mask: Tensor | None = None, *, rrw: Tensor, reduction: Reduction = "mean"
+) -> Tensor:
+    """Functional :class:`RRWWeightedCrossEntropyLoss`."""
+    return evaluate(lambda b: rrw_weighted_cross_entropy_of_batch(b, reduction), logits, target, mask, rrw=rrw)
+
+
+def focal_loss(
+    logits: Tensor, target: Tensor, mask: Tensor | None = None, *, gamma: float = 2.0, reduction: Reduction = "mean"
+) -> Tensor:
+    """Functional :class:`FocalLoss`."""
+    return evaluate(lambda b: focal_of_batch(b, gamma, reduction), logits, target, mask)

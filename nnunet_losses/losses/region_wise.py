@@ -1,14 +1,22 @@
-"""Region-wise loss and the losses it generalises (Valverde et al., RW paper; SPEC §1-2).
+"""Region-wise loss and the losses it generalises (Valverde et al., "Region-wise loss for
+biomedical image segmentation"; ``docs/losses.md#region-wise-loss``, maps in ``docs/maps.md``).
 
 * RW loss (eq. 1): ``L_RW = mean_{b,k,i} z[b,k,i] * s[b,k,i]`` with ``s = softmax(x)`` and
   a map ``z`` computed from the ground truth only. The plain mean over ``B*C*N`` matches
   the reference implementation, so values are comparable. Gradient (eq. 2):
   ``dL/dx_k = s_k (z_k - sum_j z_j s_j) / (B C N)``.
-* Kervadec's boundary loss: ``L_B = mean(phi_G * s)`` over the selected classes, with
-  ``phi_G`` the signed distance map. Over all classes it equals RW loss with the
-  RW-Boundary map (Prop. 2). Negative at the optimum; combine it with a regional loss.
-* Karimi's one-sided HD loss: ``mean((s - g)^2 * D^alpha)``, ``D`` the unsigned distance
-  to the class boundary, ``alpha = 2`` (Prop. 3: RW loss with squared softmax error).
+* Kervadec's boundary loss (Kervadec et al., "Boundary loss for highly unbalanced
+  segmentation"): ``L_B = mean(phi_G * s)`` over the selected classes, with ``phi_G`` the
+  signed distance map. Over all classes it equals RW loss with the RW-Boundary map
+  (Prop. 2). Negative at the optimum; combine it with a regional loss.
+* Karimi & Salcudean's one-sided HD loss ("Reducing the Hausdorff distance in medical
+  image segmentation with convolutional neural networks"): ``mean((s - g)^2 * D^alpha)``,
+  ``D`` the unsigned distance to the class boundary, ``alpha = 2`` (Prop. 3: RW loss with
+  squared softmax error).
+
+``include_background=False`` drops class 0 from the mean (Kervadec's code scores the
+foreground classes). ``reduction="none"``: each sample's share of the voxel mean
+(its own mean when no voxel is masked; :func:`~.inputs.voxel_mean`).
 """
 from __future__ import annotations
 
@@ -18,8 +26,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .base import SegmentationLoss
-from .inputs import LossInput, at_least_float32, float32_math, masked_mean
+from .base import SegmentationLoss, evaluate, routed_maps
+from .inputs import LossInput, Reduction, at_least_float32, float32_math, voxel_mean
 
 RWMapName = Literal["rrw", "class_emphasis_rrw", "rw_boundary", "ac", "cao"]
 
@@ -32,8 +40,8 @@ _MAPS_NEEDED: dict[str, tuple[str, ...]] = {
 }
 
 
-def region_wise_loss(logits: Tensor, rw_map: Tensor, mask: Tensor | None = None) -> Tensor:
-    """RW loss with any map ``z`` of the logits' shape: ``mean_{b,k,i} z * softmax(x)``.
+def region_wise_loss(logits: Tensor, rw_map: Tensor, mask: Tensor | None = None, *, reduction: Reduction = "mean") -> Tensor:
+    """RW loss with any full map ``z`` of the logits' shape: ``mean_{b,k,i} z * softmax(x)``.
 
     With a mask ``(B, 1, *spatial)``, the mean runs over valid voxels only.
     """
@@ -42,7 +50,7 @@ def region_wise_loss(logits: Tensor, rw_map: Tensor, mask: Tensor | None = None)
     with float32_math(logits.device):
         logits = at_least_float32(logits)
         probs = torch.softmax(logits, dim=1)
-        return masked_mean(rw_map.to(logits.dtype) * probs, None if mask is None else mask.to(logits.dtype))
+        return voxel_mean(rw_map.to(logits.dtype) * probs, None if mask is None else mask.to(logits.dtype), reduction)
 
 
 def rrw_from_compact(rrw: Tensor, onehot: Tensor) -> Tensor:
@@ -55,14 +63,67 @@ def signed_distance_with_shift(signed_distance: Tensor, onehot: Tensor, kervadec
     return signed_distance + onehot if kervadec_shift else signed_distance
 
 
-class RegionWiseLoss(SegmentationLoss):
-    """RW loss with a named map built from the stored maps and the target.
+def _check_rw_options(map: str, class_weights: Sequence[float] | None) -> None:
+    if map not in _MAPS_NEEDED:
+        raise ValueError(f"unknown RW map {map!r}; valid maps: {sorted(_MAPS_NEEDED)}")
+    if (map == "class_emphasis_rrw") != (class_weights is not None):
+        raise ValueError("class_weights are required for, and only for, map='class_emphasis_rrw'")
+    if class_weights is not None and not all(w > 0 for w in class_weights):
+        raise ValueError(f"class_weights must be positive, got {list(class_weights)}")
 
-    Maps: ``"rrw"`` (rectified RW, eq. 4; needs ``rrw``), ``"class_emphasis_rrw"`` (RRW
-    with each voxel's vector scaled by ``class_weights[y_i]``, §3.3; needs ``rrw``),
+
+def build_rw_map(batch: LossInput, map: RWMapName, class_weights: Tensor | None = None, kervadec_shift: bool = False) -> Tensor:
+    """The RW map ``z`` (B, C, *spatial) named ``map`` for this batch."""
+    g = batch.onehot
+    if map == "ac":
+        return 1.0 - g
+    if map == "cao":
+        return 1.0 - 2.0 * g
+    if map == "rw_boundary":
+        return signed_distance_with_shift(batch.require_map("signed_distance"), g, kervadec_shift)
+    z = rrw_from_compact(batch.require_map("rrw"), g)
+    if map == "class_emphasis_rrw":
+        if len(class_weights) != batch.num_classes:
+            raise ValueError(f"{len(class_weights)} class_weights for {batch.num_classes} classes")
+        z = z * class_weights.to(z.device)[batch.labels].unsqueeze(1)
+    return z
+
+
+def region_wise_of_batch(
+    batch: LossInput, map: RWMapName, class_weights: Tensor | None = None, kervadec_shift: bool = False, reduction: Reduction = "mean"
+) -> Tensor:
+    """``mean(z * s)`` with the map named ``map``."""
+    return batch.voxel_mean(build_rw_map(batch, map, class_weights, kervadec_shift) * batch.probs, reduction)
+
+
+def _classes(t: Tensor, include_background: bool) -> Tensor:
+    return t if include_background else t[:, 1:]
+
+
+def boundary_of_batch(batch: LossInput, include_background: bool = True, kervadec_shift: bool = False, reduction: Reduction = "mean") -> Tensor:
+    """``mean(phi_G * s)`` over the selected classes."""
+    phi = signed_distance_with_shift(batch.require_map("signed_distance"), batch.onehot, kervadec_shift)
+    return batch.voxel_mean(_classes(phi * batch.probs, include_background), reduction)
+
+
+def one_sided_hausdorff_of_batch(batch: LossInput, alpha: float = 2.0, include_background: bool = True, reduction: Reduction = "mean") -> Tensor:
+    """``mean((s - g)^2 |phi_G|^alpha)`` over the selected classes."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    distance = batch.require_map("signed_distance").abs().pow(alpha)
+    error = (batch.probs - batch.onehot).square()
+    return batch.voxel_mean(_classes(error * distance, include_background), reduction)
+
+
+class RegionWiseLoss(SegmentationLoss):
+    """RW loss with a named map built from the given maps and the target.
+
+    Maps: ``"rrw"`` (rectified RW, eq. 4; reads ``rrw``), ``"class_emphasis_rrw"`` (RRW
+    with each voxel's vector scaled by ``class_weights[y_i]``, §3.3; reads ``rrw``),
     ``"rw_boundary"`` (eq. 3, Kervadec's signed distance, optionally with his inner
-    shift; needs ``signed_distance``), ``"ac"`` (``1 - g``, Prop. 1) and ``"cao"``
-    (``1 - 2g``, Prop. 4).
+    shift; reads ``signed_distance``), ``"ac"`` (``1 - g``, Prop. 1) and ``"cao"``
+    (``1 - 2g``, Prop. 4). ``loss(logits, target, mask=None, *, rrw=..., signed_distance=...)``
+    takes exactly the map its ``map`` reads (:attr:`required_maps`).
     """
 
     def __init__(
@@ -70,14 +131,10 @@ class RegionWiseLoss(SegmentationLoss):
         map: RWMapName = "rrw",
         class_weights: Sequence[float] | None = None,
         kervadec_shift: bool = False,
+        reduction: Reduction = "mean",
     ) -> None:
-        super().__init__()
-        if map not in _MAPS_NEEDED:
-            raise ValueError(f"unknown RW map {map!r}; valid maps: {sorted(_MAPS_NEEDED)}")
-        if (map == "class_emphasis_rrw") != (class_weights is not None):
-            raise ValueError("class_weights are required for, and only for, map='class_emphasis_rrw'")
-        if class_weights is not None and not all(w > 0 for w in class_weights):
-            raise ValueError(f"class_weights must be positive, got {list(class_weights)}")
+        super().__init__(reduction)
+        _check_rw_options(map, class_weights)
         self.map = map
         self.kervadec_shift = kervadec_shift
         self.required_maps = _MAPS_NEEDED[map]
@@ -85,48 +142,41 @@ class RegionWiseLoss(SegmentationLoss):
             "class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32), persistent=False
         )
 
-    def build_map(self, batch: LossInput) -> Tensor:
-        """The RW map ``z`` (B, C, *spatial) for this batch."""
-        g = batch.onehot
-        if self.map == "ac":
-            return 1.0 - g
-        if self.map == "cao":
-            return 1.0 - 2.0 * g
-        if self.map == "rw_boundary":
-            return signed_distance_with_shift(batch.require_map("signed_distance"), g, self.kervadec_shift)
-        z = rrw_from_compact(batch.require_map("rrw"), g)
-        if self.map == "class_emphasis_rrw":
-            if len(self.class_weights) != batch.num_classes:
-                raise ValueError(f"{len(self.class_weights)} class_weights for {batch.num_classes} classes")
-            z = z * self.class_weights.to(z.device)[batch.labels].unsqueeze(1)
-        return z
+    def forward(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        mask: Tensor | None = None,
+        *,
+        rrw: Tensor | None = None,
+        signed_distance: Tensor | None = None,
+    ) -> Tensor:
+        return self.call_with_maps(logits, target, mask, rrw=rrw, signed_distance=signed_distance)
 
     def compute(self, batch: LossInput) -> Tensor:
-        return batch.masked_mean(self.build_map(batch) * batch.probs)
-
-
-def _select(t: Tensor, classes: Sequence[int] | None) -> Tensor:
-    return t if classes is None else t[:, list(classes)]
+        return region_wise_of_batch(batch, self.map, self.class_weights, self.kervadec_shift, self.reduction)
 
 
 class BoundaryLoss(SegmentationLoss):
-    """Kervadec's boundary (surface) loss ``L_B = mean(phi_G * s)`` over ``classes``.
+    """Kervadec's boundary (surface) loss ``L_B = mean(phi_G * s)`` (reads ``signed_distance``).
 
-    ``classes=None`` uses all classes (then ``L_B`` equals RW loss with the RW-Boundary
-    map); Kervadec's code uses the foreground classes (e.g. ``classes=[1]``). Needs the
-    ``signed_distance`` map; ``kervadec_shift`` as in :class:`RegionWiseLoss`.
+    ``include_background=True`` (default) uses all classes (then ``L_B`` equals RW loss with
+    the RW-Boundary map); Kervadec's code uses the foreground classes
+    (``include_background=False``). ``kervadec_shift`` as in :class:`RegionWiseLoss`.
     """
 
     required_maps = ("signed_distance",)
 
-    def __init__(self, classes: Sequence[int] | None = None, kervadec_shift: bool = False) -> None:
-        super().__init__()
-        self.classes = None if classes is None else list(classes)
+    def __init__(self, include_background: bool = True, kervadec_shift: bool = False, reduction: Reduction = "mean") -> None:
+        super().__init__(reduction)
+        self.include_background = include_background
         self.kervadec_shift = kervadec_shift
 
+    def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None, *, signed_distance: Tensor | None = None) -> Tensor:
+        return self.call_with_maps(logits, target, mask, signed_distance=signed_distance)
+
     def compute(self, batch: LossInput) -> Tensor:
-        phi = signed_distance_with_shift(batch.require_map("signed_distance"), batch.onehot, self.kervadec_shift)
-        return batch.masked_mean(_select(phi, self.classes) * _select(batch.probs, self.classes))
+        return boundary_of_batch(batch, self.include_background, self.kervadec_shift, self.reduction)
 
 
 class OneSidedHausdorffLoss(SegmentationLoss):
@@ -139,14 +189,62 @@ class OneSidedHausdorffLoss(SegmentationLoss):
 
     required_maps = ("signed_distance",)
 
-    def __init__(self, alpha: float = 2.0, classes: Sequence[int] | None = None) -> None:
-        super().__init__()
+    def __init__(self, alpha: float = 2.0, include_background: bool = True, reduction: Reduction = "mean") -> None:
+        super().__init__(reduction)
         if alpha <= 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
         self.alpha = alpha
-        self.classes = None if classes is None else list(classes)
+        self.include_background = include_background
+
+    def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None, *, signed_distance: Tensor | None = None) -> Tensor:
+        return self.call_with_maps(logits, target, mask, signed_distance=signed_distance)
 
     def compute(self, batch: LossInput) -> Tensor:
-        distance = batch.require_map("signed_distance").abs().pow(self.alpha)
-        error = (batch.probs - batch.onehot).square()
-        return batch.masked_mean(_select(error * distance, self.classes))
+        return one_sided_hausdorff_of_batch(batch, self.alpha, self.include_background, self.reduction)
+
+
+def region_wise_map_loss(
+    logits: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    *,
+    map: RWMapName = "rrw",
+    rrw: Tensor | None = None,
+    signed_distance: Tensor | None = None,
+    class_weights: Sequence[float] | None = None,
+    kervadec_shift: bool = False,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Functional :class:`RegionWiseLoss`: RW loss with the map named ``map`` (pass the map it reads)."""
+    _check_rw_options(map, class_weights)
+    weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+    maps = routed_maps(f"region_wise_map_loss(map={map!r})", _MAPS_NEEDED[map], {"rrw": rrw, "signed_distance": signed_distance})
+    return evaluate(lambda b: region_wise_of_batch(b, map, weights, kervadec_shift, reduction), logits, target, mask, **maps)
+
+
+def boundary_loss(
+    logits: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    *,
+    signed_distance: Tensor,
+    include_background: bool = True,
+    kervadec_shift: bool = False,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Functional :class:`BoundaryLoss`."""
+    return evaluate(lambda b: boundary_of_batch(b, include_background, kervadec_shift, reduction), logits, target, mask, signed_distance=signed_distance)
+
+
+def one_sided_hausdorff_loss(
+    logits: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    *,
+    signed_distance: Tensor,
+    alpha: float = 2.0,
+    include_background: bool = True,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Functional :class:`OneSidedHausdorffLoss`."""
+    return evaluate(lambda b: one_sided_hausdorff_of_batch(b, alpha, include_background, reduction), logits, target, mask, signed_distance=signed_distance)

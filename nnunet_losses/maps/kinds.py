@@ -1,6 +1,7 @@
-"""The map kinds that are stored or recomputed for training, and how to compute them.
+"""How to compute the map kinds that are stored or recomputed for training.
 
-Two stored kinds serve every map-based loss of the package:
+The kinds are declared once, in :mod:`.declared_kinds`; this module adds how each is computed
+from a label array (numpy). Two stored kinds serve every map-based loss of the package:
 
 * ``rrw`` — one channel, the RRW value at each voxel's own class
   (:func:`~nnunet_losses.maps.rw_maps.rrw_compact`). With the segmentation it gives
@@ -20,10 +21,11 @@ kinds start from the own-class distance (one multi-label EDT), which
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .declared_kinds import DECLARED_MAP_KINDS, DeclaredMapKind, get_declared_map_kind
 from .distance import Spacing, own_class_distance, validate_labels, validate_spacing
 from .rw_maps import rrw_compact, signed_distance_map
 
@@ -32,43 +34,23 @@ MapFunction = Callable[[np.ndarray, int, Spacing, int, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
-class MapKind:
-    """A map kind: its name, whether it is in mm, and how many channels it has."""
+class MapKind(DeclaredMapKind):
+    """A declared map kind (:data:`~.declared_kinds.DECLARED_MAP_KINDS`) with the function that computes it."""
 
-    name: str
-    in_mm: bool
-    per_class_channels: bool
     function: MapFunction
-    description: str
-
-    def num_channels(self, num_classes: int) -> int:
-        return num_classes if self.per_class_channels else 1
 
 
-MAP_KINDS: dict[str, MapKind] = {
-    "rrw": MapKind(
-        name="rrw",
-        in_mm=False,
-        per_class_channels=False,
-        function=lambda labels, c, spacing, threads, own: rrw_compact(labels, c, spacing, threads, own),
-        description="rectified RW value at each voxel's own class (1 channel, normalised)",
-    ),
-    "signed_distance": MapKind(
-        name="signed_distance",
-        in_mm=True,
-        per_class_channels=True,
-        function=lambda labels, c, spacing, threads, own: signed_distance_map(labels, c, spacing, threads=threads, own_distance=own),
-        description="Kervadec signed distance to each class boundary (C channels, mm)",
-    ),
+_FUNCTIONS: dict[str, MapFunction] = {
+    "rrw": lambda labels, c, spacing, threads, own: rrw_compact(labels, c, spacing, threads, own),
+    "signed_distance": lambda labels, c, spacing, threads, own: signed_distance_map(labels, c, spacing, threads=threads, own_distance=own),
 }
+
+MAP_KINDS: dict[str, MapKind] = {name: MapKind(**asdict(spec), function=_FUNCTIONS[name]) for name, spec in DECLARED_MAP_KINDS.items()}
 
 
 def get_map_kind(name: str) -> MapKind:
     """Look a map kind up by name; a ``ValueError`` lists the valid names."""
-    try:
-        return MAP_KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown map kind {name!r}; valid kinds: {sorted(MAP_KINDS)}") from None
+    return MAP_KINDS[get_declared_map_kind(name).name]
 
 
 def compute_map(
