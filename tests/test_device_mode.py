@@ -8,7 +8,7 @@ The dataset is that module's (ACDC-like, ignore label on the first slice; 2d,
 3d_fullres with dummy-2D augmentation, near-isotropic 3d, 3d_lowres and its cascade),
 without ``setup_maps`` ever run on it: the device mode stores nothing.
 
-The maps the trainer attaches to the loss must equal the numpy maps
+The maps the trainer's map transport hands the loss must equal the numpy maps
 (:func:`compute_map_stack`) of the same final target, per sample and deep-supervision
 scale ``f``, with the spacing ``spacing / f`` (mm of the configuration's spacing laid
 over the patch, the convention of every map mode), up to float32 rounding (the device
@@ -68,25 +68,18 @@ def spatial_transform(pipeline) -> SpatialTransform:
     return spatial
 
 
-def attached_maps(trainer, batch: dict, monkeypatch) -> list[torch.Tensor]:
-    """What the trainer hands the loss for ``batch`` (and leaves nnU-Net's target in ``batch``)."""
-    attached = []
-    monkeypatch.setattr(trainer.loss, "attach_maps", attached.append)
-    trainer._hand_maps_to_loss(batch)
-    assert len(attached) == 1
-    return attached[0]
-
-
-def assert_maps_of_the_final_target(trainer, batch: dict, monkeypatch) -> None:
-    """Attached maps == numpy maps of each sample's target at each scale with spacing / scale."""
+def assert_maps_of_the_final_target(trainer, batch: dict) -> None:
+    """The maps the trainer's transport takes for ``batch`` == numpy maps of each sample's target at each scale with
+    spacing / scale; nnU-Net's own target is left in ``batch`` untouched."""
     segs = list(batch["target"])
     scales = trainer._get_deep_supervision_scales()
     assert len(segs) == len(scales)
-    maps = attached_maps(trainer, batch, monkeypatch)
+    maps = trainer.map_transport.take(batch, trainer.device)
     assert len(batch["target"]) == len(segs) and all(a is b for a, b in zip(batch["target"], segs))  # nnU-Net's own target
-    kinds, spacing = trainer.map_layout.kinds, trainer.configuration_manager.spacing
+    layout, spacing = trainer.map_transport.layout, trainer.configuration_manager.spacing
+    kinds = layout.kinds
     for seg, scale_maps, scale in zip(segs, maps, scales):
-        assert scale_maps.dtype == torch.float32 and scale_maps.shape == (seg.shape[0], trainer.map_layout.num_channels, *seg.shape[2:])
+        assert scale_maps.dtype == torch.float32 and scale_maps.shape == (seg.shape[0], layout.num_channels, *seg.shape[2:])
         for item in range(seg.shape[0]):
             expected = compute_map_stack(seg[item, 0].numpy(), kinds, NUM_CLASSES, IGNORE, [s / f for s, f in zip(spacing, scale)])
             # float32 EDTs summed in another order: equal up to a few float32 ulps, zeros exactly, signs exactly
@@ -102,8 +95,8 @@ def test_device_maps_equal_numpy_maps_of_the_final_target_at_every_scale(device_
     spatial.p_rotation = spatial.p_scaling = 1.0
     np.random.seed(3)
     torch.manual_seed(3)
-    assert_maps_of_the_final_target(trainer, next(train), monkeypatch)
-    assert_maps_of_the_final_target(trainer, next(val), monkeypatch)
+    assert_maps_of_the_final_target(trainer, next(train))
+    assert_maps_of_the_final_target(trainer, next(val))
 
 
 @pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])

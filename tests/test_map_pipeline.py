@@ -152,10 +152,13 @@ def spatial_transform(pipeline) -> SpatialTransform:
     return wrapped[0].spatial
 
 
-def split_target(trainer, target: list) -> tuple[list, list]:
-    half = len(target) // 2
-    assert half == len(trainer._get_deep_supervision_scales())
-    return target[:half], target[half:]
+def split_target(trainer, batch: dict) -> tuple[list, list]:
+    """nnU-Net's target (left in ``batch``) and the maps of every scale, as the trainer's own map transport takes them."""
+    maps = trainer.map_transport.take(batch, trainer.device)
+    segs = batch["target"]
+    assert len(segs) == len(maps) == len(trainer._get_deep_supervision_scales())
+    assert all(seg.dtype == torch.int16 and seg.shape[1] == 1 for seg in segs)  # nnU-Net's own target
+    return segs, maps
 
 
 # --- the zoom correction: right in every configuration, per channel ------------------------------------------------
@@ -178,7 +181,7 @@ def test_constant_mm_map_reads_value_over_zoom_in_every_channel_and_slice(pipeli
     spatial = spatial_transform(pipeline)
     spatial.p_rotation, spatial.p_scaling, spatial.scaling = 0.0, 1.0, (zoom, zoom)
 
-    layout = trainer.map_layout
+    layout = trainer.map_transport.layout
     patch = tuple(int(p) for p in initial_patch)
     image_channels = len(trainer.dataset_json["channel_names"])
     maps = torch.empty((layout.num_channels, *patch))
@@ -189,8 +192,9 @@ def test_constant_mm_map_reads_value_over_zoom_in_every_channel_and_slice(pipeli
     out = pipeline(image=torch.cat([torch.rand((image_channels, *patch)), maps]), segmentation=labels)
 
     assert out["image"].shape[0] == trainer.num_input_channels  # no map channel reaches the network
-    segs, stacked = split_target(trainer, out["segmentation"])
+    segs, stacked = split_target(trainer, {"target": [scale[None] for scale in out["segmentation"]]})
     for seg, scale_maps in zip(segs, stacked):
+        seg, scale_maps = seg[0], scale_maps[0]
         assert scale_maps.shape == (layout.num_channels, *seg.shape[1:])
         # Where zooming out reaches past the loaded patch, zero padding enters both channels with the same
         # interpolation weight w: RRW reads -0.5 w and the distances 10 w / zoom, in every channel and slice.
@@ -209,8 +213,8 @@ def assert_maps_follow_target(trainer, batch: dict) -> None:
     """Without interpolation, every voxel's maps are the stored maps of the voxel its label came from: the signed
     distance is negative exactly at the voxel's own class (all positive at ignored voxels, a class of their own for
     the distances), RRW is in [-1, 0); padding (all maps 0) is background."""
-    layout = trainer.map_layout
-    segs, stacked = split_target(trainer, batch["target"])
+    layout = trainer.map_transport.layout
+    segs, stacked = split_target(trainer, batch)
     assert batch["data"].shape[1] == trainer.num_input_channels
     for seg, scale_maps in zip(segs, stacked):
         assert scale_maps.shape == (seg.shape[0], layout.num_channels, *seg.shape[2:])
@@ -249,8 +253,8 @@ def test_augmented_batches_keep_rrw_rectified(pipeline_dataset, monkeypatch, con
     spatial.p_rotation = spatial.p_scaling = 1.0
     np.random.seed(1)
     batch = next(train)
-    _, stacked = split_target(trainer, batch["target"])
-    rrw = trainer.map_layout.split(stacked[0].numpy())["rrw"]
+    _, stacked = split_target(trainer, batch)
+    rrw = trainer.map_transport.layout.split(stacked[0].numpy())["rrw"]
     assert rrw.min() >= -1.0 and rrw.max() <= 1.0 + 1e-6
     assert np.any(rrw < 0)
 
@@ -261,13 +265,13 @@ def test_on_the_fly_maps_equal_maps_of_the_augmented_target(pipeline_dataset, mo
     train, _ = loaders(trainer)
     np.random.seed(2)
     batch = next(train)
-    segs, stacked = split_target(trainer, batch["target"])
-    spacing = trainer.configuration_manager.spacing
+    segs, stacked = split_target(trainer, batch)
+    spacing, kinds = trainer.configuration_manager.spacing, trainer.map_transport.layout.kinds
     for seg, scale_maps, scale in zip(segs, stacked, trainer._get_deep_supervision_scales()):
         patch_spacing = [s / f for s, f in zip(spacing, scale)]
         for item in range(seg.shape[0]):
-            expected = compute_map_stack(seg[item, 0].numpy(), trainer.map_layout.kinds, NUM_CLASSES, IGNORE, patch_spacing)
-            np.testing.assert_array_equal(scale_maps[item].numpy(), np.concatenate([expected[k] for k in trainer.map_layout.kinds]))
+            expected = compute_map_stack(seg[item, 0].numpy(), kinds, NUM_CLASSES, IGNORE, patch_spacing)
+            np.testing.assert_array_equal(scale_maps[item].numpy(), np.concatenate([expected[k] for k in kinds]))
 
 
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)

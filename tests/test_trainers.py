@@ -23,7 +23,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from nnunet_losses.nnunet.configuration import load_configuration
+from nnunet_losses.nnunet.configuration import ConfigurationError, load_configuration
 from nnunet_losses.nnunet.map_store import MapStore
 from nnunet_losses.nnunet.preflight import find_trainer_class, package_trainer_names
 from nnunet_losses.nnunet.run_settings import RunSettings
@@ -129,6 +129,46 @@ def no_deep_supervision_and_3d_on_the_fly(job: Job) -> None:
     job.train("nnUNetTrainerRRWOnTheFly", "3d_fullres")
 
 
+COMPILED = "nnUNetTrainerRRWDiceGradualCompiledLoss"
+COMPILED_MODULE = '''
+import json
+from pathlib import Path
+
+import torch._dynamo.utils
+
+from nnunet_losses.trainers.losses_region_wise import nnUNetTrainerRRWDiceGradual
+
+
+class nnUNetTrainerRRWDiceGradualCompiledLoss(nnUNetTrainerRRWDiceGradual):
+    """nnU-Net's compile rule forced on while the loss is built; the network stays eager (nnU-Net compiles nothing on a CPU)."""
+
+    def _build_loss(self):
+        self.compile_rule_forced = True
+        try:
+            return super()._build_loss()
+        finally:
+            self.compile_rule_forced = False
+
+    def _do_i_compile(self):
+        return getattr(self, "compile_rule_forced", False)
+
+    def on_train_end(self):
+        super().on_train_end()
+        frames = dict(torch._dynamo.utils.counters["frames"])
+        (Path(self.output_folder) / "dynamo_frames.json").write_text(json.dumps(frames))
+'''
+
+
+def compiled_loss(job: Job) -> None:
+    """The seeded run of nnUNetTrainerRRWDiceGradual again, with nnU-Net's compile rule forced on."""
+    extra = job.results / "extra_trainers"
+    extra.mkdir(parents=True)
+    (extra / "compiled_trainers.py").write_text(COMPILED_MODULE)
+    env = job.env(NNUNET_LOSSES_SEED="5")
+    env["nnUNet_extTrainer"] += ":" + str(extra)
+    job.train(COMPILED, env=env)
+
+
 def ignore_label_dataset(job: Job) -> None:
     workspace = job.cardiac.workspace
     folder = write_raw_dataset("cardiac", workspace.raw, IGNORE_ID, 5, seed=11, shape=(6, 48, 48))
@@ -197,6 +237,7 @@ def jobs(cardiac, request) -> dict[str, Job | BaseException]:
         no_ds=no_deep_supervision_and_3d_on_the_fly,
         ignore=ignore_label_dataset,
         wheel=wheel_install,
+        compiled=compiled_loss,
     )
 
     ended: list[str] = []
@@ -250,6 +291,31 @@ def test_trainer_trains_to_checkpoint_final(jobs, trainer):
     assert (folder / "loss_terms.png").is_file()
     record = json.loads((folder / "nnunet_losses_run.json").read_text())["runs"][-1]
     assert record["trainer"] == trainer and record["num_epochs"] == 1 and record["seed"] == 5
+
+
+PINNED_EPOCH_0 = {
+    # trainer: (epoch 0's loss terms, nnU-Net's train and val loss) of the seeded one-epoch run above (seed 5, 2 iterations),
+    # as the trainer computed them before it was split into its loss, map transport, bookkeeping and logging parts
+    "nnUNetTrainerRRWDiceGradual": ({"dice": 0.8318777680397034, "rw": 0.12014861404895782}, 0.8318777680397034, 0.8433590531349182),
+    "nnUNetTrainerRRWOnTheFly": ({"rw": 0.11339494585990906}, 0.11339494585990906, 0.09662818163633347),
+    "nnUNetTrainerRRWOnDevice": ({"rw": 0.11339494213461876}, 0.11339494585990906, 0.09662818163633347),
+    "nnUNetTrainerRWBoundary": ({"rw": 1.493227779865265}, 1.4932277202606201, -0.07780636847019196),
+    "nnUNetTrainerDiceCE": ({"dice_ce": 1.2042160034179688}, 1.2042160034179688, 1.0150036811828613),
+}
+
+
+@pytest.mark.parametrize("trainer", sorted(PINNED_EPOCH_0))
+def test_seeded_short_training_keeps_its_loss_values_and_record(jobs, trainer):
+    """Precomputed, on-the-fly and device maps, a schedule, nnU-Net's own loss: the values of a seeded run stay
+    (float32 summation order aside), and so do its sample seeds and record."""
+    terms, train_loss, val_loss = PINNED_EPOCH_0[trainer]
+    folder = finished(jobs, trainer).folder(trainer)
+    logging = checkpoint(folder)["logging"]
+    assert logging["loss_terms"][0] == pytest.approx(terms, rel=1e-6)
+    assert (float(logging["train_losses"][0]), float(logging["val_losses"][0])) == pytest.approx((train_loss, val_loss), rel=1e-6)
+    [record] = json.loads((folder / "nnunet_losses_run.json").read_text())["runs"]
+    assert record["sample_seeds"] == {"main": 2634622467, "train_workers": [], "val_workers": []}
+    assert (record["start_epoch"], record["resumed"], record["num_epochs"], record["num_iterations_per_epoch"]) == (0, False, 1, 2)
 
 
 def test_package_has_every_trainer_of_the_issue():
@@ -356,6 +422,19 @@ def test_seed_makes_runs_repeatable(jobs):
     assert any(not torch.equal(first[k], other[k]) for k in first)
 
 
+def test_compiled_loss_trains_to_the_eager_values(jobs):
+    """Where nnU-Net compiles (its rule forced on), the loss terms are compiled and epoch 0 logs the eager values."""
+    job = finished(jobs, "compiled")
+    folder = job.folder(COMPILED)
+    assert "Using torch.compile for the loss terms ['dice', 'rw']" in job.outputs[-1]
+    assert json.loads((folder / "dynamo_frames.json").read_text())["ok"] >= 2  # both terms ran compiled
+    compiled = checkpoint(folder)["logging"]
+    eager = checkpoint(finished(jobs, "nnUNetTrainerRRWDiceGradual").folder("nnUNetTrainerRRWDiceGradual"))["logging"]
+    assert compiled["loss_terms"][0] == pytest.approx(eager["loss_terms"][0], rel=1e-5)
+    assert compiled["train_losses"][0] == pytest.approx(eager["train_losses"][0], rel=1e-5)
+    assert compiled["val_losses"][0] == pytest.approx(eager["val_losses"][0], rel=1e-5)
+
+
 def test_ignore_label_dataset_trains(jobs):
     job = finished(jobs, "ignore")
     name = next(p.name for p in job.results.iterdir() if p.name.startswith(f"Dataset{IGNORE_ID}"))
@@ -381,7 +460,7 @@ def test_region_based_setup_fails_at_start(cardiac):
     dataset_json["labels"] = {"background": 0, "heart": [1, 2, 3], "left": [2, 3], "cavity": 3}
     dataset_json["regions_class_order"] = [1, 2, 3]
     trainer = find_trainer_class("nnUNetTrainerRRW")(plans, "2d", 0, dataset_json, torch.device("cpu"))
-    with pytest.raises(RuntimeError, match="does not support region-based training"):
+    with pytest.raises(ConfigurationError, match="does not support region-based training"):
         trainer.initialize()
 
 

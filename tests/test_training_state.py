@@ -34,8 +34,8 @@ RANK_SCRIPT = textwrap.dedent(
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = find_trainer_class("nnUNetTrainerRRW")(plans, "2d", 0, load_json(f"{folder}/dataset.json"), torch.device("cpu"))
     init = torch.initial_seed()
-    trainer._seed_sample_stream()
-    record = {"rank": trainer.local_rank, "init": init, "sample_seeds": trainer.sample_seeds, "first_draw": int(np.random.randint(2**31))}
+    trainer.bookkeeping.seed_sample_stream(trainer)
+    record = {"rank": trainer.local_rank, "init": init, "sample_seeds": trainer.bookkeeping.sample_seeds, "first_draw": int(np.random.randint(2**31))}
     with open(output, "w") as handle:
         json.dump(record, handle)
     dist.barrier()

@@ -4,10 +4,20 @@ Everything the map code needs about one preprocessed configuration is gathered i
 :class:`PreprocessedConfiguration`: the folders, the voxel spacing of the
 preprocessed arrays (the configuration's ``spacing`` in the plans, not the spacing
 stored in each case's ``.pkl``), the number of classes and the ignore label.
+
+nnU-Net's own code resolves them: ``nnUNet_preprocessed`` (``nnunetv2/paths.py``),
+``maybe_convert_to_dataset_name`` (``nnunetv2/utilities/dataset_name_id_conversion.py``),
+``PlansManager`` and ``ConfigurationManager`` (``nnunetv2/utilities/plans_handling/plans_handler.py``),
+``LabelManager`` (``nnunetv2/utilities/label_handling/label_handling.py``) and, for the
+cases of a folder, ``infer_dataset_class`` (``nnunetv2/training/dataloading/nnunet_dataset.py``).
+
+:func:`require_label_based` is the package's one refusal of region-based datasets
+(trainers, ``setup_maps`` and the studies call it).
 """
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +100,6 @@ class PreprocessedConfiguration:
     def ignore_label(self) -> int | None:
         return self.label_manager.ignore_label
 
-    @property
-    def is_2d(self) -> bool:
-        return len(self.configuration_manager.patch_size) == 2
-
     def case_identifiers(self) -> list[str]:
         """The cases nnU-Net sees in the preprocessed folder, sorted."""
         return sorted(infer_dataset_class(str(self.data_folder)).get_identifiers(str(self.data_folder)))
@@ -104,13 +110,22 @@ class PreprocessedConfiguration:
         return " ".join([f"nnunet-losses setup-maps -d {self.dataset_name} -c {self.configuration}{plans}", *extra])
 
     def require_label_based(self) -> None:
-        """Refuse a region-based dataset (labels given as lists of values): maps are defined per label."""
-        if self.label_manager.has_regions:
-            raise ConfigurationError(
-                f"{self.dataset_name} is region-based (dataset.json gives labels as lists of values, overlapping regions); "
-                "the maps and losses of nnunet-losses need one label per voxel. Train it with nnU-Net's own trainers, "
-                "or re-create it with one value per label"
-            )
+        """:func:`require_label_based` for this dataset."""
+        require_label_based(self.label_manager.label_dict, self.dataset_name)
+
+
+def require_label_based(labels: Mapping[str, int | Sequence[int]], dataset_name: str) -> None:
+    """Refuse a region-based dataset: the maps, losses and studies of the package are defined per label.
+
+    ``labels`` is dataset.json's ``"labels"``; nnU-Net's rule (``LabelManager``) makes a
+    dataset region-based when a label is given as a list of more than one value.
+    """
+    if any(isinstance(value, (list, tuple)) and len(value) > 1 for value in labels.values()):
+        raise ConfigurationError(
+            f"{dataset_name} is region-based (dataset.json gives labels as lists of values, overlapping regions); "
+            "nnunet-losses does not support region-based training: its maps and losses need one label per voxel. "
+            "Train it with nnU-Net's own trainers, or re-create it with one value per label"
+        )
 
 
 def configuration_from_managers(

@@ -4,7 +4,8 @@ nnU-Net's data loader (``nnunetv2/training/dataloading/data_loader.py``,
 ``nnUNetDataLoader.generate_train_batch``) crops ``data`` and ``seg`` of a case with one
 bounding box through ``acvl_utils``' ``crop_and_pad_nd`` (which slices the array once
 with the in-bounds box and pads the rest) and hands only ``image`` and ``segmentation``
-to the transforms. :class:`MapAttachingDataset` wraps nnU-Net's dataset so that
+to the transforms. :class:`MapAttachingDataset` wraps nnU-Net's dataset (an
+``nnUNetBaseDataset``, ``nnunetv2/training/dataloading/nnunet_dataset.py``) so that
 ``load_case`` returns the image with the case's maps stacked behind its channels,
 lazily: the loader's own crop then reads the maps of exactly that box and pads them
 with zeros exactly where it pads the image. The first transform of the pipeline

@@ -1,53 +1,29 @@
 """The loss object a trainer hands to nnU-Net: ``loss(output, target)`` as nnU-Net calls it.
 
 nnU-Net's ``train_step`` and ``validation_step`` call ``self.loss(output, target)``,
-with lists over deep-supervision scales when it is on. The maps cannot travel through
-that call, so the trainer hands them over just before (:meth:`attach_maps`), and
-:class:`NnUNetLoss` applies the package loss at every scale with nnU-Net's own
-deep-supervision weights, the ignore-label mask, and the maps of that scale.
+with lists over deep-supervision scales when it is on. :class:`NnUNetLoss` applies the
+package loss at every scale with nnU-Net's own deep-supervision weights, the
+ignore-label mask, and the maps of that scale, which the trainer hands over for the
+one step it runs (:meth:`NnUNetLoss.carrying`; how they get there: :mod:`.map_transport`).
 
-In the device mode the trainer makes those maps itself, right before handing them
-over: :func:`device_maps` computes them from the final target of every scale, on the
-device the target is on.
+:func:`build_package_loss` builds it from a trainer's terms and weights (fixed numbers or
+a schedule) and, where nnU-Net compiles its own loss, compiles the terms as nnU-Net
+compiles its Dice term (``loss.dc = torch.compile(loss.dc)`` in ``_build_loss``): each
+term's computation is compiled, the weighting, the schedule and the logging around it
+stay Python.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..losses import CompositeLoss
-from ..maps.device import device_map_stack
+from ..losses import CompositeLoss, SegmentationLoss
+from ..schedules import WeightSchedule
 from .map_layout import MapLayout
-
-
-@torch.no_grad()
-def device_maps(
-    segmentations: Sequence[Tensor],
-    layout: MapLayout,
-    spacing: Sequence[float],
-    ignore_label: int | None,
-    scales: Sequence[Sequence[float]],
-) -> list[Tensor]:
-    """The stacked maps of ``layout`` (``(B, channels, *spatial)``) of each scale's target, on its device.
-
-    ``segmentations[i]`` is nnU-Net's ``(B, 1, *spatial)`` target of scale ``scales[i]``.
-    Each map is computed on the patch as it is (:func:`nnunet_losses.maps.device.device_map_stack`,
-    equal to :func:`.map_layout.compute_map_stack` per sample): RRW normalised by the
-    patch's per-class maximum, as the RW reference code does; signed distances in mm of
-    the spacing ``spacing / scale`` (a target voxel of scale ``f`` spans ``1 / f`` patch
-    voxels; the convention of every map mode, see :mod:`.transforms`).
-    """
-    if len(segmentations) != len(scales):
-        raise RuntimeError(f"{len(segmentations)} target scales but {len(scales)} deep-supervision scales")
-    stacks = []
-    for segmentation, scale in zip(segmentations, scales):
-        patch_spacing = torch.tensor([s / f for s, f in zip(spacing, scale)], dtype=torch.float64, device=segmentation.device)
-        maps = device_map_stack(segmentation, layout.kinds, layout.num_classes, ignore_label, patch_spacing.expand(segmentation.shape[0], -1))
-        stacks.append(torch.cat([maps[kind] for kind in layout.kinds], dim=1))
-    return stacks
 
 
 class NnUNetLoss(nn.Module):
@@ -64,25 +40,32 @@ class NnUNetLoss(nn.Module):
         deep_supervision_weights: Sequence[float] | None,
         ignore_label: int | None,
         layout: MapLayout | None,
+        schedule: WeightSchedule | None = None,
     ) -> None:
         super().__init__()
         self.loss = loss
         self.weights = tuple(deep_supervision_weights) if deep_supervision_weights is not None else (1.0,)
         self.ignore_label = ignore_label
         self.layout = layout
+        self.schedule = schedule
         self._maps: list[Tensor] | None = None
         self.last_values: dict[str, Tensor] = {}
 
-    def attach_maps(self, maps: list[Tensor]) -> None:
-        """Maps (one stacked tensor per scale) for the next call."""
+    @contextmanager
+    def carrying(self, maps: list[Tensor] | None) -> Iterator[None]:
+        """Within the block, calls use ``maps`` (one stacked tensor per scale); they are dropped when it ends."""
         self._maps = maps
+        try:
+            yield
+        finally:
+            self._maps = None
 
     def forward(self, output: Tensor | list[Tensor], target: Tensor | list[Tensor]) -> Tensor:
         outputs = output if isinstance(output, (list, tuple)) else [output]
         targets = target if isinstance(target, (list, tuple)) else [target]
-        maps, self._maps = self._maps, None
+        maps = self._maps
         if self.layout is not None and maps is None:
-            raise RuntimeError("the maps of this batch were not attached before the loss was called")
+            raise RuntimeError("this loss needs maps: call it within NnUNetLoss.carrying(maps)")
         total: Tensor | None = None
         values: dict[str, Tensor] = {}
         for scale, (weight, out, tgt) in enumerate(zip(self.weights, outputs, targets)):
@@ -117,6 +100,9 @@ class NnUNetOwnLoss(nn.Module):
     record and divergence check treat it as a one-term loss.
     """
 
+    layout = None
+    schedule = None
+
     def __init__(self, native: nn.Module, name: str) -> None:
         super().__init__()
         self.native = native
@@ -124,7 +110,41 @@ class NnUNetOwnLoss(nn.Module):
         self.name = name
         self.last_values: dict[str, Tensor] = {}
 
+    @contextmanager
+    def carrying(self, maps: None) -> Iterator[None]:
+        """nnU-Net's loss reads no maps."""
+        yield
+
     def forward(self, output: Tensor | list[Tensor], target: Tensor | list[Tensor]) -> Tensor:
         total = self.native(output, target)
         self.last_values = {self.name: total.detach()}
         return total
+
+
+def compile_terms(loss: CompositeLoss) -> None:
+    """``torch.compile`` each term's computation in place (``fullgraph=False``, as nnU-Net compiles ``loss.dc``)."""
+    for term in loss.terms.values():
+        term.compute = torch.compile(term.compute)
+
+
+def build_package_loss(
+    terms: Mapping[str, SegmentationLoss],
+    weights: WeightSchedule | Mapping[str, float],
+    deep_supervision_weights: Sequence[float] | None,
+    ignore_label: int | None,
+    num_classes: int,
+    compiled: bool,
+) -> NnUNetLoss:
+    """The loss nnU-Net calls: ``sum_j w_j L_j`` of ``terms`` at every deep-supervision scale.
+
+    ``weights`` is fixed numbers or a :class:`~nnunet_losses.schedules.WeightSchedule`
+    (kept as :attr:`NnUNetLoss.schedule`); the maps the terms need (their
+    ``required_maps``) give :attr:`NnUNetLoss.layout` (``None`` when no term reads maps).
+    """
+    composite = CompositeLoss(dict(terms), weights)
+    if compiled:
+        compile_terms(composite)
+    kinds = composite.required_maps
+    layout = MapLayout(kinds, num_classes) if kinds else None
+    schedule = weights if isinstance(weights, WeightSchedule) else None
+    return NnUNetLoss(composite, deep_supervision_weights, ignore_label, layout, schedule)

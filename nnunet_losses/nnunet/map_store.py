@@ -10,7 +10,8 @@ Each file is a blosc2 array (float32, stored uncompressed: the augmentation work
 read a patch's box of every map for every sample, and a memory-mapped uncompressed box
 reads about ten times faster than a ZSTD level 1 one -- what a GPU waits for --, at
 about twice the bytes on disk: ``benchmarks/data_loading.py``, README; chunks sized
-for nnU-Net's patch like its own files) with metadata in its ``vlmeta``: map kind, map format version,
+for nnU-Net's patch like its own files, from nnU-Net's ``comp_blosc2_params``,
+``nnunetv2/training/dataloading/nnunet_dataset.py``) with metadata in its ``vlmeta``: map kind, map format version,
 package version, spacing, spatial shape, number of classes, ignore label, whether it
 was computed per slice, a fingerprint of the case's segmentation (size and mtime
 of ``<case>_seg.b2nd`` plus a hash of its content) and a hash of the map's own values.
@@ -46,6 +47,7 @@ import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
 
 from .. import __version__
+from ..files import write_json
 from ..maps import get_map_kind
 from .configuration import PreprocessedConfiguration
 
@@ -245,9 +247,7 @@ class MapStore:
 
     def record_per_slice(self, per_slice: bool) -> None:
         """Record the slicing of this folder's maps (atomically)."""
-        temporary = self.slicing_record.with_name(f".{SLICING_RECORD}{TEMPORARY_MARKER}{os.getpid()}")
-        temporary.write_text(json.dumps({"per_slice": per_slice}) + "\n")
-        temporary.replace(self.slicing_record)
+        write_json(self.slicing_record, {"per_slice": per_slice})
 
     def existing_per_slice(self, kinds: tuple[str, ...]) -> set[bool]:
         """The slicings recorded in the metadata of the readable maps of ``kinds`` in this folder."""

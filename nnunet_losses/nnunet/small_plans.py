@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import write_json
 from .configuration import ConfigurationError, preprocessed_root, resolve_dataset_name
 
 SMALL_PLANS = "nnUNetSmallPlans"
@@ -64,11 +65,7 @@ def make_small_plans(
             raise ConfigurationError(f"configuration {name!r} is not in {source.name}; available: {list(plans['configurations'])}")
         plans["configurations"][name] = shrink_configuration(plans["configurations"][name], features, batch_size, patch_size)
     plans["plans_name"] = target_plans
-    target = folder / f"{target_plans}.json"
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(plans, indent=2))
-    temporary.replace(target)
-    return target
+    return write_json(folder / f"{target_plans}.json", plans)
 
 
 def build_parser(prog: str = "nnunet-losses small-plans") -> argparse.ArgumentParser:

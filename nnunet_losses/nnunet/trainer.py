@@ -11,67 +11,50 @@ A trainer only says which loss terms it uses and how they are weighted::
 
 Everything else is nnU-Net's: ``run_training``, ``train_step``, ``validation_step``,
 AMP, deep supervision, the learning-rate schedule, checkpoints, ``--c``, ``--val``,
-DDP. This class only
+DDP, ``torch.compile``. This class composes the package's pieces and overrides
+nnU-Net's hooks to call them:
 
-* builds the loss (with nnU-Net's deep-supervision weights and ignore-label mask),
-* brings the maps each batch needs (precomputed ones through the data loader, see
-  :mod:`.dataset`; recomputed on the augmented patch in the augmentation workers,
-  ``map_mode = "on_the_fly"``; or computed on the training device from the final target
-  of every deep-supervision scale, ``map_mode = "device"``, see :mod:`.transforms`) and
-  hands them to the loss right before nnU-Net's step functions run,
-* drives the weight schedule (begin/observe/end of each epoch), logs the loss terms
-  and weights per epoch in nnU-Net's log, its checkpoint and ``loss_terms.png``, and
-  restores the schedule on ``--c``,
-* refuses to start, before the first iteration, when maps are missing, stale or of the
-  wrong kind, and on region-based label setups (not supported by these losses),
-* applies the seed and budget of :mod:`.run_settings` and records them,
-* stops a training whose loss diverged (:class:`TrainingDiverged`), leaving
-  ``diverged.json`` in the output folder for the studies to count it.
+* the loss (:mod:`.loss_adapter`): the terms and weights above with nnU-Net's
+  deep-supervision weights and ignore-label mask, compiled where nnU-Net compiles;
+* the maps (:mod:`.map_transport`, :mod:`.dataset`, :mod:`.transforms`): precomputed
+  ones through nnU-Net's data loader, recomputed on the augmented patch in the
+  augmentation workers (``map_mode = "on_the_fly"``), or computed on the training device
+  from nnU-Net's final target (``map_mode = "device"``); missing, stale or wrong maps,
+  and region-based label setups, are refused before the first iteration;
+* run bookkeeping (:mod:`.bookkeeping`): seed and budget, run record, divergence
+  (:class:`~.bookkeeping.TrainingDiverged`, ``diverged.json``), ``progress.json``;
+* the signal-triggered checkpoint (:mod:`.interruption`): SIGTERM, SIGUSR1 or SIGUSR2
+  stop the training with a checkpoint that ``--c`` resumes at the start of the epoch
+  in progress, exit status 75;
+* logging (:mod:`.epoch_log`): terms, weights and schedule state per epoch in nnU-Net's
+  log, its checkpoint and ``loss_terms.png``, the schedule restored on ``--c``.
 
-**Divergence.** After every training iteration the loss terms (averaged over DDP
-ranks) are checked: when any term, or nnU-Net's total loss of the step, is not finite,
-or a weight schedule refuses the values, the trainer writes ``diverged.json``
-(``{"epoch", "iteration", "loss_terms", "total_loss", "reason", "time"}``, rank 0) into
-its output folder and raises :class:`TrainingDiverged`, so ``nnUNetv2_train`` exits
-with an error. The marker is what a study reads to count the run as diverged rather
-than failed (:mod:`nnunet_losses.study.runs`); a new start of the same training
-(``--c`` included) removes an old marker before its first iteration.
+nnU-Net internals beyond its hooks are reached through :mod:`.internals` only, which
+also hands out nnU-Net's ``nnUNetTrainer`` (the base class) and checks the installed
+nnU-Net when a trainer is built. ``PolyLRScheduler``
+(``nnunetv2/training/lr_scheduler/polylr.py``) is nnU-Net's learning-rate schedule, used
+here with Adam as nnU-Net uses it with SGD.
 """
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
-from datetime import datetime
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from torch import distributed as dist
 
-from .. import __version__
-from . import DIVERGED_MARKER
-from ..losses import CompositeLoss, SegmentationLoss
+from ..losses import SegmentationLoss
 from ..schedules import WeightSchedule
-from .configuration import PreprocessedConfiguration, configuration_from_managers
+from . import epoch_log
+from .bookkeeping import RunBookkeeping
+from .configuration import PreprocessedConfiguration, configuration_from_managers, require_label_based
 from .dataset import MapAttachingDataset
-from .loss_adapter import NnUNetLoss, device_maps
-from .map_layout import MapLayout
+from .internals import check_nnunet, deep_supervision_scales, deep_supervision_weights, nnUNetTrainer, nnunet_compiles
+from .interruption import InterruptionGuard
+from .loss_adapter import NnUNetLoss, build_package_loss
 from .map_store import MapError, MapStore
-from .progress_plot import plot_loss_terms
-from .run_settings import RunSettings, seed_everything
+from .map_transport import MapTransport
 from .transforms import add_map_transforms
-
-LOG_KEYS = ("loss_terms", "loss_weights", "loss_schedule_state")
-RUN_RECORD = "nnunet_losses_run.json"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became non-finite (or a schedule refused its values); ``diverged.json`` says when."""
 
 
 class nnUNetTrainerLosses(nnUNetTrainer):
@@ -84,21 +67,16 @@ class nnUNetTrainerLosses(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.run_settings = RunSettings.from_environment()
-        for attribute, value in self.run_settings.budget().items():
-            setattr(self, attribute, value)
-        self.sample_seeds: dict | None = None
-        if self.run_settings.seed is not None:
-            seed_everything(self.run_settings.init_seed(self.local_rank))
+        check_nnunet(self.print_to_log_file)
+        self.bookkeeping = RunBookkeeping.from_environment()
+        self.bookkeeping.apply_budget_and_init_seed(self)
         if self.optimizer_name == "adam":
             self.initial_lr = self.adam_learning_rate
         self.enable_deep_supervision = self.deep_supervision
-        self.schedule: WeightSchedule | None = None
-        self.map_layout: MapLayout | None = None
+        self.map_transport: MapTransport | None = None
         self.map_slicing: dict[str, bool] = {}
-        self._term_sums: dict[str, float] = {}
-        self._term_count = 0
-        self._ensure_log_keys()
+        self.interruption = InterruptionGuard()
+        epoch_log.ensure_log_keys(self)
 
     # --- what subclasses define ------------------------------------------------------------------
 
@@ -118,21 +96,31 @@ class nnUNetTrainerLosses(nnUNetTrainer):
             self.plans_manager, self.configuration_name, self.dataset_json, self.preprocessed_dataset_folder_base
         )
 
+    @property
+    def schedule(self) -> WeightSchedule | None:
+        """The weight schedule of the loss (``None`` for fixed weights, or before the loss is built)."""
+        return None if self.loss is None else self.loss.schedule
+
+    @property
+    def current_weights(self) -> dict[str, float]:
+        return self.loss.loss.weights
+
     def _build_loss(self) -> NnUNetLoss:
-        if self.label_manager.has_regions:
-            raise RuntimeError(
-                f"{type(self).__name__} does not support region-based training (dataset.json 'regions_class_order'): "
-                "its losses need one softmax class per label. Use a label-based dataset.json."
-            )
-        reference = super()._build_loss()  # only for nnU-Net's own deep-supervision weights
-        ds_weights = reference.weight_factors if isinstance(reference, DeepSupervisionWrapper) else None
+        require_label_based(self.dataset_json["labels"], f"{type(self).__name__}: {self.plans_manager.dataset_name}")
         terms = self.loss_terms()
-        weights = self.loss_weights(tuple(terms))
-        self.schedule = weights if isinstance(weights, WeightSchedule) else None
-        composite = CompositeLoss(terms, weights)
-        kinds = composite.required_maps
-        self.map_layout = MapLayout(kinds, self.label_manager.num_segmentation_heads) if kinds else None
-        return NnUNetLoss(composite, ds_weights, self.label_manager.ignore_label, self.map_layout)
+        compiled = nnunet_compiles(self)
+        loss = build_package_loss(
+            terms, self.loss_weights(tuple(terms)), deep_supervision_weights(self), self.label_manager.ignore_label,
+            self.label_manager.num_segmentation_heads, compiled,
+        )
+        if compiled:
+            self.print_to_log_file(f"Using torch.compile for the loss terms {list(terms)}")
+        self.map_transport = (
+            MapTransport(loss.layout, self.map_mode, deep_supervision_scales(self), self.configuration_manager.spacing, self.label_manager.ignore_label)
+            if loss.layout is not None
+            else None
+        )
+        return loss
 
     def configure_optimizers(self):
         if self.optimizer_name == "sgd":
@@ -144,22 +132,16 @@ class nnUNetTrainerLosses(nnUNetTrainer):
 
     def get_tr_and_val_datasets(self):
         train, val = super().get_tr_and_val_datasets()
-        if self.map_layout is None or self.map_mode != "precomputed":
+        if self.map_transport is None or self.map_mode != "precomputed":
             return train, val
-        store = MapStore(self.preprocessed_config)
-        return MapAttachingDataset(train, store, self.map_layout.kinds), MapAttachingDataset(val, store, self.map_layout.kinds)
+        store, kinds = MapStore(self.preprocessed_config), self.map_transport.layout.kinds
+        return MapAttachingDataset(train, store, kinds), MapAttachingDataset(val, store, kinds)
 
-    def _with_maps(self, pipeline: ComposeTransforms, deep_supervision_scales) -> ComposeTransforms:
-        if self.map_layout is None:
+    def _with_maps(self, pipeline, scales):
+        if self.map_transport is None:
             return pipeline
-        return add_map_transforms(
-            pipeline,
-            self.map_layout,
-            self.map_mode,
-            self.configuration_manager.spacing,
-            self.label_manager.ignore_label,
-            deep_supervision_scales,
-        )
+        transport = self.map_transport
+        return add_map_transforms(pipeline, transport.layout, transport.mode, transport.spacing, transport.ignore_label, scales)
 
     def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug, **kwargs):
         pipeline = super().get_training_transforms(
@@ -170,199 +152,81 @@ class nnUNetTrainerLosses(nnUNetTrainer):
     def get_validation_transforms(self, deep_supervision_scales, **kwargs):
         return self._with_maps(super().get_validation_transforms(deep_supervision_scales, **kwargs), deep_supervision_scales)
 
-    def _hand_maps_to_loss(self, batch: dict) -> None:
-        """Split ``[segs..., maps...]`` back into nnU-Net's target and the loss's maps; in the device mode, compute
-        the maps of nnU-Net's target."""
-        if self.map_layout is None:
-            return
-        target = batch["target"]
-        if self.map_mode == "device":
-            segs = [seg.to(self.device, non_blocking=True) for seg in (target if isinstance(target, list) else [target])]
-            maps = self._device_maps(segs)
-        else:
-            half = len(target) // 2
-            segs, maps = target[:half], list(target[half:])
-        batch["target"] = segs if self.enable_deep_supervision else segs[0]
-        self.loss.attach_maps(maps)
+    def _maps_of(self, batch: dict) -> list[torch.Tensor] | None:
+        """The maps of ``batch``, leaving nnU-Net's own target in it."""
+        return None if self.map_transport is None else self.map_transport.take(batch, self.device)
 
-    def _device_maps(self, segs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Maps of every scale's target, computed on ``self.device`` (see :func:`.loss_adapter.device_maps`)."""
-        scales = self._get_deep_supervision_scales() if self.enable_deep_supervision else [[1] * (segs[0].ndim - 2)]
-        return device_maps(segs, self.map_layout, self.configuration_manager.spacing, self.label_manager.ignore_label, scales)
+    # --- nnU-Net's steps -------------------------------------------------------------------------
 
     def train_step(self, batch: dict) -> dict:
-        self._hand_maps_to_loss(batch)
-        result = super().train_step(batch)
-        self._record_terms(float(result["loss"]))
+        with self.loss.carrying(self._maps_of(batch)):
+            result = super().train_step(batch)
+        self.bookkeeping.record_step(self, float(result["loss"]))
+        self.interruption.stop_if_signalled(self, self.bookkeeping.steps)
         return result
 
     def validation_step(self, batch: dict) -> dict:
-        self._hand_maps_to_loss(batch)
-        return super().validation_step(batch)
+        with self.loss.carrying(self._maps_of(batch)):
+            result = super().validation_step(batch)
+        self.interruption.stop_if_signalled(self, self.bookkeeping.steps)
+        return result
 
-    # --- schedule and logging --------------------------------------------------------------------
+    # --- epochs ----------------------------------------------------------------------------------
 
-    def _ensure_log_keys(self) -> None:
-        logging = self.logger.local_logger.my_fantastic_logging
-        epochs_logged = len(logging.get("train_losses", []))
-        for key in LOG_KEYS:
-            logging.setdefault(key, [None] * epochs_logged)
+    def run_training(self) -> None:
+        self.interruption.install()
+        super().run_training()
 
-    @property
-    def current_weights(self) -> dict[str, float]:
-        return self.loss.loss.weights
-
-    def _record_terms(self, total_loss: float) -> None:
-        """Add this step's loss terms to the epoch sums and the schedule; stop if the training diverged."""
-        values = self.loss.last_values
-        names = list(values)
-        stacked = torch.stack([values[name].detach().float() for name in names])
-        if self.is_ddp:  # every rank must see the same values, or the schedules drift apart
-            dist.all_reduce(stacked)
-            stacked /= dist.get_world_size()
-        numbers = dict(zip(names, stacked.tolist()))
-        if not all(math.isfinite(value) for value in (*numbers.values(), total_loss)):
-            self._diverged(numbers, total_loss, "a loss value is not finite")
-        for name, value in numbers.items():
-            self._term_sums[name] = self._term_sums.get(name, 0.0) + value
-        self._term_count += 1
-        if self.schedule is not None:
-            try:
-                self.schedule.observe(numbers)
-            except ValueError as error:
-                self._diverged(numbers, total_loss, str(error), error)
-
-    def _diverged(self, numbers: Mapping[str, float], total_loss: float, reason: str, cause: Exception | None = None) -> None:
-        """Write ``diverged.json`` (rank 0) and raise :class:`TrainingDiverged`."""
-        marker = Path(self.output_folder) / DIVERGED_MARKER
-        if self.local_rank == 0:
-            record = {
-                "epoch": self.current_epoch,
-                "iteration": self._term_count,
-                "loss_terms": {name: repr(value) for name, value in numbers.items()},
-                "total_loss": repr(total_loss),
-                "reason": reason,
-                "time": datetime.now().isoformat(timespec="seconds"),
-            }
-            temporary = marker.with_suffix(".tmp")
-            temporary.write_text(json.dumps(record, indent=2))
-            temporary.replace(marker)
-        message = f"epoch {self.current_epoch}, iteration {self._term_count}: loss terms {numbers}, total {total_loss}: {reason}; the training diverged (recorded in {marker})"
-        self.print_to_log_file(message)
-        raise TrainingDiverged(message) from cause
+    def on_epoch_start(self) -> None:
+        self.interruption.epoch_started(self)
+        super().on_epoch_start()
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         if self.schedule is not None:
             self.schedule.begin_epoch(self.current_epoch)
-        self._term_sums, self._term_count = {}, 0
-        self.print_to_log_file("loss weights:", _format(self.current_weights))
+        self.bookkeeping.start_epoch()
+        epoch_log.log_epoch_start(self, self.current_weights)
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)
         if self.schedule is not None:
             self.schedule.end_epoch()
-        means = {name: total / max(self._term_count, 1) for name, total in self._term_sums.items()}
-        self._log_epoch_values("loss_terms", means)
-        self._log_epoch_values("loss_weights", self.current_weights)
-        self.logger.local_logger.log("loss_schedule_state", None if self.schedule is None else self.schedule.state_dict(), self.current_epoch)
-        self.print_to_log_file("loss terms (train mean):", _format(means))
-
-    def _log_epoch_values(self, key: str, values: Mapping[str, float]) -> None:
-        """``values`` of this epoch: whole in nnU-Net's local log (checkpoint, plots), one scalar per term
-        (``key/name``) in every other logger nnU-Net runs (wandb with ``nnUNet_wandb_enabled``, which forwards
-        whatever ``MetaLogger.log`` gets, ``nnunetv2/training/logging/nnunet_logger.py``). The schedule state is
-        nested and sometimes ``None``: it stays in the local log and the checkpoint only."""
-        self.logger.local_logger.log(key, dict(values), self.current_epoch)
-        for logger in self.logger.loggers:
-            for name, value in values.items():
-                logger.log(f"{key}/{name}", float(value), self.current_epoch)
+        epoch_log.log_epoch_end(self, self.bookkeeping.epoch_means(), self.current_weights, self.schedule)
 
     def on_epoch_end(self) -> None:
         super().on_epoch_end()
-        if self.local_rank == 0:
-            plot_loss_terms(self.logger.local_logger.my_fantastic_logging, Path(self.output_folder) / "loss_terms.png")
+        epoch_log.plot_epoch(self)
+        self.bookkeeping.write_progress(self)
+
+    def on_train_end(self) -> None:
+        self.interruption.training_ended()
+        super().on_train_end()
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)
-        self._ensure_log_keys()
-        states = self.logger.local_logger.my_fantastic_logging["loss_schedule_state"]
-        last = self.current_epoch - 1
-        if self.schedule is not None and 0 <= last < len(states) and states[last] is not None:
-            self.schedule.load_state_dict(states[last])
-            self.print_to_log_file(f"loss schedule restored at the end of epoch {last}")
+        epoch_log.restore_schedule(self, self.schedule)
 
     # --- start of training: maps, seeds, record --------------------------------------------------
 
     def _require_maps(self) -> None:
-        if self.map_layout is None or self.map_mode != "precomputed":
+        if self.map_transport is None or self.map_mode != "precomputed":
             return
+        kinds = list(self.map_transport.layout.kinds)
         train_keys, val_keys = self.do_split()
         try:
-            self.map_slicing = MapStore(self.preprocessed_config).verify_all(sorted(set(train_keys) | set(val_keys)), self.map_layout.kinds)
+            self.map_slicing = MapStore(self.preprocessed_config).verify_all(sorted(set(train_keys) | set(val_keys)), tuple(kinds))
         except MapError as error:
-            message = f"{type(self).__name__} needs the maps {list(self.map_layout.kinds)}: {error}"
+            message = f"{type(self).__name__} needs the maps {kinds}: {error}"
             self.print_to_log_file(message)
             raise MapError(message) from error
-        self.print_to_log_file(f"maps {list(self.map_layout.kinds)} verified; computed per slice: {self.map_slicing}")
-
-    def _seed_sample_stream(self) -> None:
-        """Seed the main process and restart the augmentation workers with seeds of this rank and start epoch."""
-        augmenters = (self.dataloader_train, self.dataloader_val)
-        workers = [getattr(a, "num_processes", 0) if hasattr(a, "restart") else 0 for a in augmenters]
-        self.sample_seeds = self.run_settings.sample_seeds(self.local_rank, self.current_epoch, *workers)
-        seed_everything(self.sample_seeds["main"])
-        for augmenter, seeds in zip(augmenters, (self.sample_seeds["train_workers"], self.sample_seeds["val_workers"])):
-            if seeds:
-                augmenter.seeds = seeds
-                augmenter.restart()
-
-    def _write_run_record(self) -> None:
-        if self.local_rank != 0:
-            return
-        path = Path(self.output_folder) / RUN_RECORD
-        record = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-        record["runs"].append(
-            {
-                "started": datetime.now().isoformat(timespec="seconds"),
-                "start_epoch": self.current_epoch,
-                "resumed": self.current_epoch > 0,
-                "trainer": type(self).__name__,
-                "seed": self.run_settings.seed,
-                "sample_seeds": self.sample_seeds,
-                "world_size": dist.get_world_size() if self.is_ddp else 1,
-                "num_epochs": self.num_epochs,
-                "num_iterations_per_epoch": self.num_iterations_per_epoch,
-                "num_val_iterations_per_epoch": self.num_val_iterations_per_epoch,
-                "loss_terms": {name: repr(term) for name, term in self.loss.loss.terms.items()},
-                "schedule": None if self.schedule is None else {"name": self.schedule.key, **self.schedule.config()},
-                "map_mode": self.map_mode if self.map_layout is not None else None,
-                "maps": list(self.map_layout.kinds) if self.map_layout is not None else [],
-                "maps_per_slice": self.map_slicing,
-                "optimizer": self.optimizer_name,
-                "initial_lr": self.initial_lr,
-                "device": str(self.device),
-                "versions": {"nnunet_losses": __version__, "torch": torch.__version__},
-            }
-        )
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record, indent=2))
-        temporary.replace(path)
+        self.print_to_log_file(f"maps {kinds} verified; computed per slice: {self.map_slicing}")
 
     def on_train_start(self) -> None:
         if not self.was_initialized:
             self.initialize()
         self._require_maps()
-        if self.local_rank == 0:
-            (Path(self.output_folder) / DIVERGED_MARKER).unlink(missing_ok=True)
+        self.bookkeeping.clear_divergence(self)
         super().on_train_start()
-        if self.run_settings.seed is not None:
-            self._seed_sample_stream()
-            self.print_to_log_file(
-                f"seed {self.run_settings.seed} (NNUNET_LOSSES_SEED), rank {self.local_rank}, sample stream from epoch {self.current_epoch}"
-            )
-        self._write_run_record()
-
-
-def _format(values: Mapping[str, float]) -> str:
-    return ", ".join(f"{name}={value:.4g}" for name, value in values.items())
+        self.bookkeeping.seed_sample_stream(self)
+        self.bookkeeping.write_run_record(self)

@@ -20,7 +20,8 @@ batchgenerators' ``regression_target``:
    is ``d / s`` mm of the patch; normalised maps such as RRW are scale-free and left
    alone), downsamples the maps for every deep-supervision scale with the
    nearest-neighbour rule nnU-Net uses for the segmentation (so map and target voxels
-   come from the same source voxel) and appends them to the target list.
+   come from the same source voxel) and packs them with the target of each scale
+   (:meth:`.map_transport.MapTransport.pack`).
 
 The zoom is applied at the end, not inside the spatial transform, because nnU-Net's
 dummy-2D augmentation (``Convert3DTo2DTransform`` ... ``Convert2DTo3DTransform``, used for
@@ -31,11 +32,12 @@ The zoom of a dummy-2D patch is the in-plane zoom.
 
 On-the-fly maps: :class:`ComputeMapsOnPatch` (last) recomputes the maps from the final
 augmented segmentation at every scale, as the RW reference code does, with the
-patch's spacing (the configuration's spacing divided by the scale).
+patch's spacing (the configuration's spacing divided by the scale), and packs them
+with the target the same way.
 
 Device maps (``map_mode = "device"``): nothing is added to nnU-Net's pipeline. The
 trainer computes the maps on the training device from nnU-Net's final target of every
-deep-supervision scale (:func:`.loss_adapter.device_maps`), as the on-the-fly mode does
+deep-supervision scale (:func:`.map_transport.device_maps`), as the on-the-fly mode does
 in the workers, with the spacing ``spacing / f`` (``f``: the scale factor per axis).
 
 One convention for all three modes: distances are in mm of the configuration's spacing
@@ -53,10 +55,16 @@ true class and 1 elsewhere, a rectified map that treats padding as background ex
 like the segmentation does; signed distances are 0, so no boundary term comes from
 padding. On-the-fly maps see the padded background as part of the patch.
 
-In the first two modes the target becomes ``[seg_0, ..., seg_n, maps_0, ..., maps_n]``
-(or ``[seg, maps]`` without deep supervision); the trainer splits it again before
-nnU-Net's ``train_step``/``validation_step`` see it. In the device mode the target is
-nnU-Net's own.
+In the first two modes each scale's target carries the maps as channels behind the
+segmentation (:mod:`.map_transport`); the trainer takes them off again before
+nnU-Net's ``train_step``/``validation_step`` see the target. In the device mode the
+target is nnU-Net's own.
+
+nnU-Net's pieces used here: batchgeneratorsv2's ``BasicTransform``
+(``batchgeneratorsv2/transforms/base/basic_transform.py``), the base of every transform
+above, its ``ComposeTransforms`` (``batchgeneratorsv2/transforms/utils/compose.py``), the
+pipeline nnU-Net builds, and nnU-Net's ``SpatialTransform``
+(``batchgeneratorsv2/transforms/spatial/spatial.py``), wrapped as described.
 
 Approximations, documented: at class borders the interpolated maps mix neighbouring
 values (RRW stays negative inside the image: every voxel's own-class value is);
@@ -76,6 +84,7 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from torch.nn.functional import interpolate
 
 from .map_layout import MapLayout, compute_map_stack
+from .map_transport import MapTransport
 
 DSScales = Sequence[Sequence[float]] | None
 
@@ -96,14 +105,6 @@ def downsample_like_segmentation(values: torch.Tensor, scale: Sequence[float]) -
         steps = [n // m for n, m in zip(values.shape[1:], new_shape)]
         return values[(slice(None), *(slice(f // 2, None, f) for f in steps))]
     return interpolate(values[None].float(), new_shape, mode="nearest-exact")[0]
-
-
-def pack_target(segmentation, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``[seg_0..seg_n] + [maps_0..maps_n]`` (deep supervision) or ``[seg, maps]``."""
-    segs = list(segmentation) if isinstance(segmentation, (list, tuple)) else [segmentation]
-    if len(segs) != len(maps):
-        raise RuntimeError(f"{len(segs)} segmentation scales but {len(maps)} map scales")
-    return segs + maps
 
 
 def zoom_factor(affine: np.ndarray) -> float:
@@ -153,7 +154,7 @@ class ZoomRecordingSpatialTransform(BasicTransform):
 
 
 class MapsToTarget(BasicTransform):
-    """Undo the zoom on mm channels, downsample the maps per deep-supervision scale, append them to the target."""
+    """Undo the zoom on mm channels, downsample the maps per deep-supervision scale, pack them with the target."""
 
     def __init__(self, mm_slices: Sequence[slice], deep_supervision_scales: DSScales) -> None:
         super().__init__()
@@ -167,12 +168,12 @@ class MapsToTarget(BasicTransform):
             for channels in self.mm_slices:
                 maps[channels] /= zoom
         scales = self.scales if self.scales is not None else [[1] * (maps.ndim - 1)]
-        data_dict["segmentation"] = pack_target(data_dict["segmentation"], [downsample_like_segmentation(maps, s) for s in scales])
+        data_dict["segmentation"] = MapTransport.pack(data_dict["segmentation"], [downsample_like_segmentation(maps, s) for s in scales])
         return data_dict
 
 
 class ComputeMapsOnPatch(BasicTransform):
-    """Compute the maps on the augmented segmentation at every scale and append them to the target."""
+    """Compute the maps on the augmented segmentation at every scale and pack them with the target."""
 
     def __init__(self, layout: MapLayout, spacing: Sequence[float], ignore_label: int | None, deep_supervision_scales: DSScales) -> None:
         super().__init__()
@@ -190,7 +191,7 @@ class ComputeMapsOnPatch(BasicTransform):
         segmentation = data_dict["segmentation"]
         segs = list(segmentation) if isinstance(segmentation, (list, tuple)) else [segmentation]
         scales = self.scales if self.scales is not None else [[1] * (segs[0].ndim - 1)]
-        data_dict["segmentation"] = pack_target(segmentation, [self._maps(s, f) for s, f in zip(segs, scales)])
+        data_dict["segmentation"] = MapTransport.pack(segmentation, [self._maps(s, f) for s, f in zip(segs, scales)])
         return data_dict
 
 

@@ -194,8 +194,8 @@ def ours_ds(weights, logits, targets, compact_maps):
     layout = MapLayout(("rrw",), NUM_CLASSES)
     loss = NnUNetLoss(CompositeLoss({"rrw": RegionWiseLoss("rrw")}, {"rrw": 1.0}), list(weights), None, layout)
     xs = with_grad(logits)
-    loss.attach_maps(compact_maps)
-    value = loss(xs, targets)
+    with loss.carrying(compact_maps):
+        value = loss(xs, targets)
     value.backward()
     return value.detach(), [x.grad if x.grad is not None else torch.zeros_like(x) for x in xs]
 
@@ -417,8 +417,8 @@ def gradient_shares(RWLoss, MultipleOutputLoss2, weights, targets, sizes, seed: 
         ours = NnUNetLoss(CompositeLoss({"rrw": RegionWiseLoss("rrw")}, {"rrw": 1.0}), list(weights), None, layout)
 
         def ours_fn(xs, ts, ours=ours):
-            ours.attach_maps(ours_maps)
-            return ours(xs, ts)
+            with ours.carrying(ours_maps):
+                return ours(xs, ts)
 
         ref = MultipleOutputLoss2(EpochArgumentIgnored(RWLoss()), list(weights))
         rows = [
@@ -448,8 +448,8 @@ def parameter_gradients(weights, targets, sizes, seed: int, maps, RWLoss, Multip
     ours = NnUNetLoss(CompositeLoss({"rrw": RegionWiseLoss("rrw")}, {"rrw": 1.0}), list(weights), None, layout)
 
     def ours_fn(xs, ts):
-        ours.attach_maps(maps)
-        return ours(xs, ts)
+        with ours.carrying(maps):
+            return ours(xs, ts)
 
     out = net(image)
     nnunet_dice_ce(weights, False)(list(out), targets).backward()
