@@ -1,4 +1,4 @@
-"""Time of the training maps of one batch: ``device_map_stack`` (PyTorch) against ``compute_map_stack`` per sample.
+"""Time and peak memory of the training maps of one batch: ``device_map_stack`` by transform, against ``compute_map_stack`` per sample.
 
 Maps: kinds ``rrw`` + ``signed_distance``, 4 classes, at every deep-supervision scale of
 nnU-Net's default plans (what a trainer computing its maps from the augmented target
@@ -11,26 +11,43 @@ needs per iteration):
 
 Lower scales are the nearest-neighbour downsampled target, as nnU-Net's
 ``DownsampleSegForDSTransform``; the spacing of a scale is the sample's spacing divided
-by the scale; every sample has its own spacing (zoom augmentation). The baseline,
-timed in the same run, is the ``edt``-based ``compute_map_stack`` applied to each sample
-and scale (single-threaded, as in a data-augmentation worker); the ratio is baseline
-time / torch time. Outputs are checked to agree (rtol 1e-4) first.
+by the scale; every sample has its own spacing (zoom augmentation).
 
-With ``--device cuda`` the torch maps run on the GPU (synchronised before the clock
-stops), and nnU-Net's GPU train step of a 2d default batch (the default 2d
+Each ``device_map_stack`` transform (``edt``: the ``edt`` package on the host, what CPU
+tensors get; ``fused``: the PyTorch EDT with the compiled min-plus, what other devices
+get; ``chunked``: the eager min-plus over ``(lines, n, n)`` chunks, the form before the
+fused one) runs in a fresh process: its output is first checked against
+``compute_map_stack`` of every sample (rtol 1e-4), then it runs once untimed (compilation,
+allocator), then the median of ``--repeats`` timed calls and the peak memory of one more
+call above what the process held before it (CPU: the resident set's high-water mark,
+reset through ``/proc/self/clear_refs``, with glibc mapping every block of 64 KiB or more
+on its own so that freed tensors leave the resident set; CUDA:
+``torch.cuda.max_memory_allocated``). The baseline,
+timed in the same run, is the ``edt``-based ``compute_map_stack`` applied to each sample
+and scale single-threaded (as in a data-augmentation worker); ratios are baseline time /
+transform time and transform time / the ``chunked`` time.
+
+With ``--device cuda`` the transforms run on the GPU (synchronised before the clock
+stops; ``edt`` is then left out), and nnU-Net's GPU train step of a 2d default batch (the default 2d
 PlainConvUNet, Dice + CE with deep supervision, SGD, AMP, gradient clipping: what
 ``nnUNetTrainer.train_step`` does) is timed as the reference: the goal is maps <= 5 % of it.
 
     python benchmarks/device_maps.py [--device cpu|cuda] [--repeats 3] [--configurations 2d 3d_fullres]
+                                     [--transforms edt fused chunked]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,16 +59,26 @@ from nnunet_losses.synthetic import cardiac_case
 
 KINDS = ("rrw", "signed_distance")
 NUM_CLASSES = 4
+
+
+class Batch(NamedTuple):
+    """A benchmark batch: (B, *spatial) shape, number of deep-supervision scales, base spacing in mm."""
+
+    shape: tuple[int, ...]
+    scales: int
+    spacing: tuple[float, ...]
+
+
 CONFIGURATIONS = {
-    # name: (batch shape, number of deep-supervision scales, base spacing in mm)
-    "2d": ((12, 256, 256), 6, (1.5, 1.5)),
-    "3d_fullres": ((2, 128, 128, 128), 5, (1.5, 1.5, 1.5)),
+    "2d": Batch((12, 256, 256), 6, (1.5, 1.5)),
+    "3d_fullres": Batch((2, 128, 128, 128), 5, (1.5, 1.5, 1.5)),
 }
+TRANSFORMS = ("edt", "fused", "chunked")
 
 
-def synthetic_batch(configuration: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(batch: Batch, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 1, *spatial) float target with cardiac-like labels and (B, ndim) per-sample spacing."""
-    shape, _, base = CONFIGURATIONS[configuration]
+    shape, _, base = batch
     rng = np.random.default_rng(seed)
     if len(shape) == 3:
         volume = cardiac_case(seed=seed, shape=(shape[0],) + shape[1:], spacing=(5.0,) + base)[1]
@@ -81,11 +108,11 @@ def baseline_maps(targets: list[tuple[torch.Tensor, torch.Tensor]]) -> list[dict
     return maps
 
 
-def torch_maps(targets: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """device_map_stack at every scale, the targets already on ``device``."""
-    maps = [device_map_stack(target, KINDS, NUM_CLASSES, None, spacing) for target, spacing in targets]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def torch_maps(targets: list[tuple[torch.Tensor, torch.Tensor]], transform: str) -> list[dict[str, torch.Tensor]]:
+    """device_map_stack with ``transform`` at every scale, on the targets' device (synchronised)."""
+    maps = [device_map_stack(target, KINDS, NUM_CLASSES, None, spacing, transform) for target, spacing in targets]
+    if targets[0][0].device.type == "cuda":
+        torch.cuda.synchronize(targets[0][0].device)
     return maps
 
 
@@ -94,6 +121,49 @@ def check_agreement(baseline: list[dict[str, np.ndarray]], ours: list[dict[str, 
     for expected, result in zip(baseline, flat, strict=True):
         for kind in KINDS:
             np.testing.assert_allclose(result[kind], expected[kind], rtol=1e-4, atol=1e-5)
+
+
+def _process_memory(key: str) -> int:
+    """``VmRSS`` or ``VmHWM`` of this process, bytes (Linux)."""
+    with open("/proc/self/status") as status:
+        return 1024 * int(re.search(rf"{key}:\s+(\d+) kB", status.read()).group(1))
+
+
+def peak_memory(function: Callable[[], object], device: torch.device) -> int:
+    """Bytes above what the process (CPU) or the device's allocator (CUDA) held before, at the peak of one call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        function()
+        return torch.cuda.max_memory_allocated(device) - before
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets the high-water mark to the current resident set
+    before = _process_memory("VmRSS")
+    function()
+    return _process_memory("VmHWM") - before
+
+
+def measure(batch: Batch, transform: str, device: torch.device, repeats: int) -> dict[str, float]:
+    """Check ``transform`` against the baseline, then its median seconds per batch and peak extra bytes (after an untimed call)."""
+    target, spacing = synthetic_batch(batch)
+    targets = deep_supervision_targets(target, spacing, batch.scales)
+    on_device = [(t.to(device), s.to(device)) for t, s in targets]
+    check_agreement(baseline_maps(targets), torch_maps(on_device, transform))
+
+    def run() -> None:
+        torch_maps(on_device, transform)
+    return {"seconds": median_time(run, repeats), "peak_bytes": peak_memory(run, device)}
+
+
+def measure_in_fresh_process(configuration: str, transform: str, device: str, repeats: int) -> dict[str, float]:
+    """:func:`measure` in a new Python process, so that its peak memory is its own."""
+    command = [sys.executable, __file__, "--measure", configuration, transform, "--device", device, "--repeats", str(repeats)]
+    # a fixed mmap threshold: glibc maps every block >= 8 MiB on its own and unmaps it when freed, so that the
+    # resident set follows the live tensors instead of keeping what an earlier call freed
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 23), "MALLOC_TRIM_THRESHOLD_": str(1 << 23)}
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def median_time(function: Callable[[], object], repeats: int) -> float:
@@ -112,7 +182,7 @@ def train_step_time_2d(device: torch.device, repeats: int) -> float:
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-    stages, scales = 7, CONFIGURATIONS["2d"][1]
+    stages, scales = 7, CONFIGURATIONS["2d"].scales
     network = PlainConvUNet(
         1, stages, [min(32 * 2**i, 512) for i in range(stages)], torch.nn.Conv2d, 3, [1] + [2] * (stages - 1), 2,
         NUM_CLASSES, 2, conv_bias=True, norm_op=torch.nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True},
@@ -127,7 +197,7 @@ def train_step_time_2d(device: torch.device, repeats: int) -> float:
     )
     optimizer = torch.optim.SGD(network.parameters(), 1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
     scaler = torch.amp.GradScaler("cuda")
-    target, _ = synthetic_batch("2d")
+    target, _ = synthetic_batch(CONFIGURATIONS["2d"])
     targets = [t.to(device) for t, _ in deep_supervision_targets(target, torch.ones(12, 2), scales)]
     data = torch.randn(target.shape, device=device)
 
@@ -152,30 +222,39 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS))
+    parser.add_argument("--transforms", nargs="+", default=list(TRANSFORMS), choices=list(TRANSFORMS))
+    parser.add_argument("--measure", nargs=2, metavar=("CONFIGURATION", "TRANSFORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
+    if args.measure:
+        configuration, transform = args.measure
+        print(json.dumps(measure(CONFIGURATIONS[configuration], transform, device, args.repeats)))
+        return
+    transforms = [t for t in args.transforms if device.type == "cpu" or t != "edt"]
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
     print(f"machine: {name}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"kinds {'+'.join(KINDS)}, {NUM_CLASSES} classes")
+          f"kinds {'+'.join(KINDS)}, {NUM_CLASSES} classes; each transform in its own process, median of {args.repeats}")
     map_times = {}
     for configuration in args.configurations:
-        target, spacing = synthetic_batch(configuration)
-        targets = deep_supervision_targets(target, spacing, CONFIGURATIONS[configuration][1])
-        on_device = [(t.to(device), s.to(device)) for t, s in targets]
-        check_agreement(baseline_maps(targets), torch_maps(on_device, device))
+        target, spacing = synthetic_batch(CONFIGURATIONS[configuration])
+        targets = deep_supervision_targets(target, spacing, CONFIGURATIONS[configuration].scales)
         baseline = median_time(lambda targets=targets: baseline_maps(targets), args.repeats)
-        ours = median_time(lambda on_device=on_device: torch_maps(on_device, device), args.repeats)
-        map_times[configuration] = ours
+        results = {t: measure_in_fresh_process(configuration, t, args.device, args.repeats) for t in transforms}
         shapes = ", ".join("x".join(map(str, t.shape[2:])) for t, _ in targets)
         print(f"{configuration}: batch {tuple(target.shape)}, scales {shapes}")
-        print(f"  edt compute_map_stack per sample: {baseline:8.3f} s")
-        print(f"  torch device_map_stack on {device.type}: {ours:8.3f} s   (baseline / torch = {baseline / ours:.2f})")
+        print(f"  {'edt compute_map_stack per sample, 1 thread':<48} {baseline:8.3f} s")
+        for transform, result in results.items():
+            versus_chunked = f"   {result['seconds'] / results['chunked']['seconds']:6.3f}x the chunked time" if "chunked" in results else ""
+            print(f"  {f'device_map_stack {transform!r} on {device.type}':<48} {result['seconds']:8.3f} s   "
+                  f"peak +{result['peak_bytes'] / 2**20:7.1f} MiB   baseline / this = {baseline / result['seconds']:6.2f}{versus_chunked}")
+        map_times[configuration] = results
     if device.type == "cuda" and "2d" in map_times:
         step = train_step_time_2d(device, args.repeats)
-        print(f"nnU-Net 2d train step (12x1x256x256, AMP): {step:.3f} s; 2d maps = {100 * map_times['2d'] / step:.1f} % of it")
+        shares = ", ".join(f"{t} {100 * r['seconds'] / step:.1f} %" for t, r in map_times["2d"].items())
+        print(f"nnU-Net 2d train step (12x1x256x256, AMP): {step:.3f} s; 2d maps: {shares} of it")
 
 
 if __name__ == "__main__":
