@@ -78,7 +78,7 @@ class Row:
 
 def point_nnunet_at(workdir: Path) -> dict[str, str]:
     """Set nnU-Net's folders to ``workdir`` (created) and return the environment for its commands."""
-    from nnunet_losses.cli import trainers_path
+    from nnunet_losses.trainer_folder import trainers_path
 
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[name] = str(workdir / name)

@@ -16,7 +16,7 @@ def prepare_workspace(
     workdir: Path, dataset_id: int, cases: int, shape: Sequence[int], configurations: Sequence[str], spacing: Sequence[float] | None = None
 ) -> None:
     """Point nnU-Net at ``workdir`` and make the dataset, its preprocessed ``configurations`` and their maps exist."""
-    from nnunet_losses.cli import trainers_path
+    from nnunet_losses.trainer_folder import trainers_path
 
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[name] = str(workdir / name)

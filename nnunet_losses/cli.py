@@ -7,7 +7,8 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from .trainer_folder import trainers_path
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "trainers-path": ("nnunet_losses.cli", "print the folder to export as nnUNet_extTrainer"),
@@ -16,13 +17,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("nnunet_losses.study.cli", "seed studies (convergence CDF), cross-validation comparisons, their status"),
     "demo": ("nnunet_losses.demo", "synthetic data -> nnU-Net -> RW-Boundary vs RRW trainings, CDF plot, pictures (CPU, < 10 min)"),
 }
-
-
-def trainers_path() -> Path:
-    """The folder holding the package's nnU-Net trainers (editable or wheel install)."""
-    from . import trainers
-
-    return Path(trainers.__file__).resolve().parent
 
 
 TRAINERS_PATH_USAGE = """usage: nnunet-losses trainers-path

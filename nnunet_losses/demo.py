@@ -5,7 +5,8 @@ its own; the user's ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` ar
 read or written. Steps, each with its progress shown:
 
 1. an ACDC-like synthetic cardiac dataset in nnU-Net's raw format;
-2. nnU-Net planning and 2d preprocessing (``nnUNetv2_plan_and_preprocess``);
+2. nnU-Net planning and 2d preprocessing (``nnUNetv2_plan_and_preprocess``; the plans it
+   prints go to ``plan_and_preprocess.log`` in ``--out``, one line names it);
 3. a small plans variant for the CPU and the maps (``setup_maps``);
 4. a small convergence study under the CPU-scale protocol (``studies/convergence_protocol``:
    Adam at lr 1e-3, the learning rate at which nnU-Net's Dice + CE reaches its plateau in a
@@ -13,7 +14,8 @@ read or written. Steps, each with its progress shown:
    and the control ``nnUNetTrainerDiceCEAdam1e3``, a few seeds each, through
    ``nnUNetv2_train`` (the same runner as ``nnunet-losses study cdf --control``), with
    nnU-Net's own validation predictions;
-5. Dice and HD95 per class on the validation cases, the CDF plot with the convergence
+5. Dice and HD95 per class on the validation cases (a missed class counts with the worst-case
+   HD95, the image diagonal; ``docs/metrics.md``), the CDF plot with the convergence
    threshold, overlay pictures.
 
 The defaults are the protocol's first seed of each trainer on its data (20 cases of 10 x 64 x 64),
@@ -33,13 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import trainers_path
+from .arguments import positive_int
+from .trainer_folder import trainers_path
 from .synthetic import write_raw_dataset
 
 DATASET_ID = 500
 CONTROL = "nnUNetTrainerDiceCEAdam1e3"
 TRAINERS = ("nnUNetTrainerRRWAdam1e3", "nnUNetTrainerRWBoundaryAdam1e3", CONTROL)
 CASE_SHAPE = (10, 64, 64)
+PLANNING_LOG = "plan_and_preprocess.log"
 
 
 def step(number: int, text: str) -> float:
@@ -69,15 +73,29 @@ def prepare_dataset(out: Path, cases: int) -> str:
     print(f"      {folder} ({time.perf_counter() - start:.0f} s)")
 
     start = step(2, "nnU-Net planning and 2d preprocessing (nnUNetv2_plan_and_preprocess)")
+    log = out / PLANNING_LOG
     if not (out / "nnUNet_preprocessed" / folder.name / "nnUNetPlans_2d").is_dir():
-        subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "2"], check=True)
-    print(f"      done ({time.perf_counter() - start:.0f} s)")
+        plan_and_preprocess(log)
+    print(f"      done ({time.perf_counter() - start:.0f} s); nnU-Net's plans and output: {log}")
 
     start = step(3, "small plans for the CPU and the maps (setup_maps)")
     make_small_plans(DATASET_ID, ("2d",), features=(8, 16, 32, 64), batch_size=8)
     summary = write_configuration_maps(load_configuration(DATASET_ID, "2d", "nnUNetSmallPlans"))
     print(f"      {summary} ({time.perf_counter() - start:.0f} s)")
     return folder.name
+
+
+def plan_and_preprocess(log: Path) -> None:
+    """Run ``nnUNetv2_plan_and_preprocess`` with its output (the full plans it prints) in ``log``.
+
+    Raises ``RuntimeError`` naming the log and quoting its last lines when nnU-Net fails.
+    """
+    command = ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "2"]
+    with open(log, "w") as handle:
+        returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        raise RuntimeError(f"{' '.join(command)} failed with exit status {returncode}; its output is in {log}, ending:\n{tail}")
 
 
 def train(out: Path, seeds: int, epochs: int, iterations: int, device: str, parallel: int) -> Path:
@@ -106,7 +124,7 @@ def evaluate(out: Path, dataset: str, study_dir: Path) -> list[Path]:
     """Step 5: the table, the overlay pictures; returns the picture paths."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
-    from .study.case_metrics import read_labels, validation_case_metrics
+    from .study.case_metrics import MISSED, read_labels, validation_case_metrics
     from .study.collect import foreground_label_names
     from .study.runs import RunPaths
     from .study.spec import load_spec
@@ -126,23 +144,26 @@ def evaluate(out: Path, dataset: str, study_dir: Path) -> list[Path]:
                 validation_folders.setdefault(trainer, paths.validation)
                 per_case += validation_case_metrics(paths.validation, gt_folder, ".nii.gz", labels).values()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a class never predicted has no HD95: NaN, shown as n/a
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from prediction and reference has no Dice (NaN)
             means = {key: float(np.nanmean([case[key] for case in per_case])) for key in (per_case[0] if per_case else {})}
-        rows.append((trainer, seeds, len(per_case), means))
+        worst = sum(int(case[f"{MISSED}_{name}"]) for case in per_case for name in labels.values())
+        rows.append((trainer, seeds, len(per_case), means, worst))
     names = list(labels.values())
     converged = converged_counts(study_dir)
     width = max(len(trainer) for trainer in TRAINERS) + 2
     header = f"{'trainer':<{width}}{'seeds':>6}{'cases':>6}{'converged':>11}" + "".join(f"{'Dice ' + n:>10}" for n in names)
-    header += "".join(f"{'HD95 ' + n:>10}" for n in names)
+    header += "".join(f"{'HD95 ' + n:>10}" for n in names) + f"{'worst case':>12}"
     print("\n" + header + "\n" + "-" * len(header))
-    for trainer, seeds, count, means in rows:
+    for trainer, seeds, count, means, worst in rows:
         dice = "".join(_cell(means.get(f"dice_{n}"), "{:>10.3f}") for n in names)
         hd95 = "".join(_cell(means.get(f"hd95_{n}"), "{:>10.1f}") for n in names)
-        print(f"{trainer:<{width}}{seeds:>6}{count:>6}{converged.get(trainer, 'n/a'):>11}{dice}{hd95}")
+        print(f"{trainer:<{width}}{seeds:>6}{count:>6}{converged.get(trainer, 'n/a'):>11}{dice}{hd95}{worst:>12}")
     print(
         "seeds: finished trainings; cases: fold 0's validation cases x seeds (each training predicts the same validation cases).\n"
         f"converged: trainings whose mean Dice is >= the median of the control {CONTROL} minus 0.05 (cdf_summary.md).\n"
-        "Values: mean over those cases; HD95 in mm, n/a where a class was never predicted."
+        "Values: mean over those cases; HD95 in mm. A class missed in a case, or predicted where the reference has none, counts\n"
+        "there with Dice 0 and HD95 = the image diagonal in mm, the worst case (docs/metrics.md); worst case: how many (case, class)\n"
+        "pairs took it. n/a: no value (no finished training, or a class in neither reference nor prediction of any case)."
     )
     return [draw_overlays(out / "overlays.png", validation_folders, gt_folder, out / "nnUNet_raw" / dataset / "imagesTr", read_labels)]
 
@@ -192,14 +213,6 @@ def draw_overlays(path: Path, validation_folders: dict[str, Path], gt_folder: Pa
     return path
 
 
-def _positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def build_parser(prog: str = "nnunet-losses demo") -> argparse.ArgumentParser:
     """The demo's options; every default is shown in ``--help``."""
     parser = argparse.ArgumentParser(
@@ -208,12 +221,12 @@ def build_parser(prog: str = "nnunet-losses demo") -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("nnunet_losses_demo"), help="working folder, with its own nnU-Net folders")
-    parser.add_argument("--cases", type=_positive, default=20, help="synthetic cases; nnU-Net's fold 0 validates on a fifth of them")
-    parser.add_argument("--seeds", type=_positive, default=1, help="trainings per trainer, seeds 0..N-1 (3 trainers, 2 at a time on the CPU: 5 seeds take about 25 minutes)")
-    parser.add_argument("--epochs", type=_positive, default=40, help="epochs per training (the CPU protocol's)")
-    parser.add_argument("--iterations", type=_positive, default=25, help="training iterations per epoch (the CPU protocol's)")
+    parser.add_argument("--cases", type=positive_int, default=20, help="synthetic cases; nnU-Net's fold 0 validates on a fifth of them")
+    parser.add_argument("--seeds", type=positive_int, default=1, help="trainings per trainer, seeds 0..N-1 (3 trainers, 2 at a time on the CPU: 5 seeds take about 25 minutes)")
+    parser.add_argument("--epochs", type=positive_int, default=40, help="epochs per training (the CPU protocol's)")
+    parser.add_argument("--iterations", type=positive_int, default=25, help="training iterations per epoch (the CPU protocol's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device; auto: cuda if available, else cpu")
-    parser.add_argument("--parallel", type=_positive, default=2, help="trainings at a time on the CPU")
+    parser.add_argument("--parallel", type=positive_int, default=2, help="trainings at a time on the CPU")
     return parser
 
 

@@ -17,6 +17,7 @@ TRAINERS = ("nnUNetTrainerRRWAdam1e3", "nnUNetTrainerRWBoundaryAdam1e3", "nnUNet
 
 @pytest.mark.nnunet
 def test_demo_runs_in_its_own_folders(workspace, tmp_path):
+    import SimpleITK as sitk
     from PIL import Image
 
     users = {name: tmp_path / f"users_{name}" for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
@@ -45,6 +46,19 @@ def test_demo_runs_in_its_own_folders(workspace, tmp_path):
     # 5 cases: fold 0 validates 1
     assert [line.split()[:4] for line in table[2:5]] == [[trainer, "1", "1", converged[trainer]] for trainer in TRAINERS]
     assert table[5].startswith("seeds: finished trainings; cases: fold 0's validation cases x seeds")
+    # the worst-case column counts the (case, class) pairs where exactly one of prediction and reference has the class
+    assert table[0].split()[-2:] == ["worst", "case"]
+    gt_folder = out / "nnUNet_preprocessed" / "Dataset500_SyntheticCardiac" / "gt_segmentations"
+    for trainer, line in zip(TRAINERS, table[2:5]):
+        validation = next((study / "runs" / trainer / "seed_0_fold_0").glob("Dataset500_SyntheticCardiac/*/fold_0/validation"))
+        (prediction,) = validation.glob("*.nii.gz")
+        pred, gt = (sitk.GetArrayFromImage(sitk.ReadImage(str(path))) for path in (prediction, gt_folder / prediction.name))
+        assert int(line.split()[-1]) == sum((pred == c).any() != (gt == c).any() for c in (1, 2, 3)), line
+    assert "HD95 = the image diagonal in mm, the worst case" in result.stdout and "never predicted" not in result.stdout
+    # nnU-Net's planning output (the full plans) goes to a log, one line names it
+    log = out / "plan_and_preprocess.log"
+    assert "patch_size" in log.read_text() and "patch_size" not in result.stdout
+    assert f"nnU-Net's plans and output: {log}" in result.stdout
     assert (study / "cdf.png").is_file() and (study / "cdf_summary.md").is_file() and (out / "overlays.png").is_file()
     with open(study / "cdf_results.csv") as handle:
         rows = list(csv.DictReader(handle))

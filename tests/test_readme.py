@@ -373,3 +373,70 @@ def test_readme_demo_table_is_seed_0_of_the_protocol_study():
         assert cells[4:7] == [f"{float(seed_0[trainer][f'dice_{c}']):.3f}" for c in CLASSES], trainer
         converged = float(seed_0[trainer]["dice_mean"]) >= float(seed_0[CONTROL]["dice_mean"]) - 0.05
         assert cells[3] == ("1/1" if converged else "0/1")
+
+
+# --- the repository is self-contained: no pointer to documents outside it, every docs/ link resolves ---------------
+
+SCANNED = ("nnunet_losses", "trainers", "benchmarks", "studies", "tests", "docs")
+SCANNED_FILES = ("README.md", "setup_maps.py", "pyproject.toml")
+TEXT_SUFFIXES = {".py", ".md", ".sh", ".toml", ".txt", ".cfg", ".yml", ".yaml"}
+PAPER_STEMS = ("region-wise-loss", "boundary-loss-breast-ultrasound", "temporal-loss-ultrasound", "centroid-distance-loss", "loss-analysis-spine-mri")
+# built from parts so that this file does not match itself
+OUTSIDE_REFERENCES = re.compile(r"\b" + "SP" + r"EC\b|\bpapers/|\b(?:" + "|".join(map(re.escape, PAPER_STEMS)) + r")\." + "txt")
+DOCS_LINK = re.compile(r"\bdocs/([\w-]+\.md)(?:#([\w-]+))?")
+RELATIVE_MD_LINK = re.compile(r"\]\(([\w-]+\.md)(?:#([\w-]+))?\)")
+
+
+def repository_text_files() -> list[Path]:
+    """The package, trainers, benchmarks, studies, tests, docs and the top-level files (run folders excluded)."""
+    files = [REPO / name for name in SCANNED_FILES]
+    for folder in SCANNED:
+        files += [
+            path for path in sorted((REPO / folder).rglob("*"))
+            if path.is_file() and path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts and "runs" not in path.relative_to(REPO).parts
+        ]  # fmt: skip
+    return files
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", markdown, flags=re.M):
+        anchors.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_heading_anchors_follow_githubs_rule():
+    assert heading_anchors("## Region-wise loss\n### Coefficient-of-variation weighting\n# Run states (`x`)\n") == {
+        "region-wise-loss", "coefficient-of-variation-weighting", "run-states-x"
+    }  # fmt: skip
+
+
+def test_no_file_points_to_documents_outside_the_repository():
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in repository_text_files()
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if OUTSIDE_REFERENCES.search(line)
+    ]
+    assert not offenders, "cite papers by author and title and point to docs/ instead:\n" + "\n".join(offenders)
+
+
+def test_every_docs_link_points_to_an_existing_file_and_heading():
+    docs = REPO / "docs"
+    expected = {"maps.md", "losses.md", "schedules.md", "metrics.md", "studies.md", "references.md", "bad_inputs.md"}
+    assert expected <= {path.name for path in docs.glob("*.md")}
+    anchors = {path.name: heading_anchors(path.read_text()) for path in docs.glob("*.md")}
+    links = []
+    for path in repository_text_files():
+        text = path.read_text(errors="replace")
+        links += [(path, *match.groups()) for match in DOCS_LINK.finditer(text)]
+        if path.parent == docs:
+            links += [(path, *match.groups()) for match in RELATIVE_MD_LINK.finditer(text)]
+    assert any(path.name == "README.md" for path, _, _ in links), "the README links to docs/"
+    broken = [
+        f"{path.relative_to(REPO)} -> docs/{name}{'#' + anchor if anchor else ''}"
+        for path, name, anchor in links
+        if name not in anchors or (anchor is not None and anchor not in anchors[name])
+    ]
+    assert not broken, "links to missing docs files or headings:\n" + "\n".join(broken)

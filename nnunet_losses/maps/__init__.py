@@ -12,6 +12,9 @@ Checks (``rectification``): :func:`is_rectified`, :func:`rectification_violation
 :func:`fraction_multiple_negative`, :func:`simplex_grid`,
 :func:`simplex_fraction_multiple_negative`. SciPy references (``reference``, not
 imported here): ``scipy_rrw_map``, ``scipy_signed_distance_map``.
+
+Definitions and the conventions for absent classes, whole-array classes and single voxels:
+``docs/maps.md``.
 """
 from .device import device_map_stack
 from .distance import distance_to_class, own_class_distance, validate_labels, validate_spacing

@@ -11,7 +11,7 @@ class): ``s_c (z_c - a)(1 - s_c) < 0`` and ``s_k (a - z_c) s_c > 0``. Unrectifie
 such as RW-Boundary with more than two classes, can have two or more negative
 components, i.e. push several probabilities up at once (paper Fig. 2-3).
 
-These functions let a user check a home-made map. Arrays are numpy with the class
+These functions let a user check a home-made map (``docs/maps.md#rectification``). Arrays are numpy with the class
 axis first: maps ``(C, *spatial)``, probabilities ``(C, *spatial)``.
 """
 from __future__ import annotations

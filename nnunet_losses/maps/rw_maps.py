@@ -1,5 +1,5 @@
 """Region-wise (RW) maps from a label array (Valverde et al., "Region-wise loss for
-biomedical image segmentation", ``papers/region-wise-loss.txt``; SPEC §1).
+biomedical image segmentation", Pattern Recognition 2023; ``docs/maps.md``).
 
 A RW map ``z`` has one channel per class (background is class 0 and counts as a
 class) and the spatial shape of the labels. The RW loss is ``mean(z * softmax(x))``.

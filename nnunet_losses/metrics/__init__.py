@@ -8,6 +8,8 @@ Centroids: ``component_centroids``, ``component_count``, ``centroid_distance``, 
 Statistics: ``paired_permutation_test`` (``PermutationResult``),
 ``paired_t_test_one_tailed`` (``TTestResult``).
 Run distributions: ``empirical_cdf``, ``ecdf_at``.
+
+Definitions, edge cases and worst cases: ``docs/metrics.md``.
 """
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ def _finite_sample(values: np.ndarray) -> np.ndarray:
 def empirical_cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical CDF of ``M`` values at its jump points.
 
-    ``F(x) = (1/M) * sum_m 1[v_m <= x]`` (SPEC §6; region-wise loss paper §4.3-4.4, over
-    the Dice of ``M`` runs). Returns ``(x, F(x))`` with ``x`` the sorted unique values;
+    ``F(x) = (1/M) * sum_m 1[v_m <= x]`` (region-wise loss paper §4.3-4.4, over the Dice
+    of ``M`` runs; ``docs/metrics.md#empirical-cdf``). Returns ``(x, F(x))`` with ``x`` the sorted unique values;
     ``F`` is unitless, non-decreasing and ends at 1. Raises ``ValueError`` for an empty
     input or NaN values (the message gives their count).
     """

@@ -1,4 +1,4 @@
-"""Connected-component centroids and the centroid-distance metrics ``d_3D`` and ``Delta``."""
+"""Connected-component centroids and the centroid-distance metrics ``d_3D`` and ``Delta`` (``docs/metrics.md#centroid-metrics``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

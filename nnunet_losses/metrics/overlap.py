@@ -11,8 +11,8 @@ from ._validation import as_mask_pair
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     """Dice coefficient of two binary masks.
 
-    ``D = 2 |P ∩ G| / (|P| + |G|)`` (Dice 1945; the overlap measure of every paper in
-    ``papers/``). Unitless, in [0, 1]. Non-zero entries count as foreground; the masks
+    ``D = 2 |P ∩ G| / (|P| + |G|)`` (Dice 1945; the overlap measure of every paper the
+    package follows, ``docs/metrics.md#dice``). Unitless, in [0, 1]. Non-zero entries count as foreground; the masks
     must have the same shape.
 
     Edge cases: both masks empty -> NaN, following nnU-Net's evaluation (the score is

@@ -1,4 +1,4 @@
-"""Paired significance tests: sign-flip permutation test and one-tailed paired t-test."""
+"""Paired significance tests: sign-flip permutation test and one-tailed paired t-test (``docs/metrics.md``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

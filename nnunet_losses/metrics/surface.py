@@ -5,7 +5,7 @@ to measure to; all three metrics then take the image diagonal in mm,
 ``sqrt(sum_i (n_i * s_i)^2)`` for an array of shape ``n`` and spacing ``s``
 (:func:`image_diagonal`), no finite prediction can be farther off inside the image,
 so a missed (or hallucinated) class counts against the model instead of dropping out
-of a mean. Both empty: 0.0 (the surfaces agree).
+of a mean. Both empty: 0.0 (the surfaces agree). See ``docs/metrics.md#worst-cases``.
 """
 from __future__ import annotations
 

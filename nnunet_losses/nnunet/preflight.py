@@ -5,6 +5,9 @@ them at once with a clear message, not fail fifty jobs later. :func:`check_train
 finds the trainer the way ``nnUNetv2_train`` does (nnU-Net's package, then
 ``nnUNet_extTrainer``), builds it and its loss without a network, and, for map-based
 trainers, verifies the maps of every case of the fold.
+
+nnU-Net internal used here: ``recursive_find_trainer_class_by_name``
+(``nnunetv2/utilities/find_objects.py``), the lookup ``nnUNetv2_train`` itself uses.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-from ..cli import trainers_path
+from ..trainer_folder import trainers_path
 from .configuration import ConfigurationError, load_configuration
 
 

@@ -13,6 +13,8 @@ name with :func:`build_schedule`:
 * ``temporal`` -- :class:`TemporalWeighting`: a fixed share of the total per term and phase
 * ``softadapt`` -- :class:`SoftAdapt`: softmax of the slopes of the epoch means
 * ``cov`` -- :class:`CoVWeighting`: coefficient of variation of the loss ratios
+
+Definitions, time scale and edge cases: ``docs/schedules.md``.
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """Adaptive weighting of a multi-term loss: SoftAdapt and coefficient-of-variation weighting.
 
-Both are discussed in loss-analysis-spine-mri. Their weights are normalised to sum to
-the number of terms, not to 1: equal weighting then equals the plain sum of the terms, so
-a loss built with these schedules has the magnitude nnU-Net's learning rate was tuned for.
+Both are discussed in Hun, "Loss function analysis and optimization for spinal
+segmentation in Magnetic Resonance Imaging" (``docs/schedules.md#adaptive-weighting``).
+Their weights are normalised to sum to the number of terms, not to 1: equal weighting
+then equals the plain sum of the terms, so a loss built with these schedules has the
+magnitude nnU-Net's learning rate was tuned for.
 """
 from __future__ import annotations
 

@@ -13,15 +13,33 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .base import Unit, WeightSchedule, check_number
+
+if TYPE_CHECKING:  # only annotations use them (Python 3.10 has neither in typing)
+    from typing_extensions import Required, Unpack
 
 TWO_TERM_NAMES: tuple[str, str] = ("regional", "map")
 
 
+class ScheduleTiming(TypedDict, total=False):
+    """The keyword arguments every two-term schedule takes after its own numbers (see :class:`_TwoTermSchedule`)."""
+
+    names: Sequence[str]
+    num_epochs: Required[int]
+    unit: Unit
+    reference_epochs: int | None
+
+
 class _TwoTermSchedule(WeightSchedule):
-    """A closed-form rule ``x -> (weight of L_R, weight of L_B)``; no statistics."""
+    """A closed-form rule ``x -> (weight of L_R, weight of L_B)``; no statistics.
+
+    Every subclass takes its own numbers, then the keywords of :class:`ScheduleTiming`:
+    ``names`` (default ``("regional", "map")``), ``num_epochs`` (required), ``unit``
+    (``"epoch"`` or ``"fraction"``, default ``"epoch"``) and ``reference_epochs``
+    (default 100), as :class:`~nnunet_losses.schedules.base.WeightSchedule`.
+    """
 
     num_terms = 2
     default_reference_epochs = 100
@@ -47,23 +65,15 @@ class _TwoTermSchedule(WeightSchedule):
 class Fixed(_TwoTermSchedule):
     """Linear combination ``L = L_R + alpha * L_B`` with a constant ``alpha >= 0``.
 
-    Paper: boundary-loss-breast-ultrasound ("linear combination"; its table uses
-    alpha = 1). Weights ``(1, alpha)`` at every epoch, so ``unit`` and
+    Paper: Odonnat & Pham, "Boundary loss for breast ultrasound segmentation" ("linear
+    combination"; its table uses alpha = 1; ``docs/schedules.md``). Weights ``(1, alpha)`` at every epoch, so ``unit`` and
     ``reference_epochs`` have no effect.
     """
 
     key = "fixed"
 
-    def __init__(
-        self,
-        alpha: float,
-        *,
-        names: Sequence[str] = TWO_TERM_NAMES,
-        num_epochs: int,
-        unit: Unit = "epoch",
-        reference_epochs: int | None = None,
-    ) -> None:
-        super().__init__(names=names, num_epochs=num_epochs, unit=unit, reference_epochs=reference_epochs)
+    def __init__(self, alpha: float, **timing: Unpack[ScheduleTiming]) -> None:
+        super().__init__(**timing)
         self.alpha = check_number("alpha", alpha, minimum=0.0)
 
     def _params(self) -> dict[str, Any]:
@@ -76,17 +86,8 @@ class Fixed(_TwoTermSchedule):
 class _RampSchedule(_TwoTermSchedule):
     """Shared ramp ``a(x) = min(start + step * x, 1)`` of :class:`LinearRamp` and :class:`Rebalance`."""
 
-    def __init__(
-        self,
-        start: float = 0.01,
-        step: float = 0.01,
-        *,
-        names: Sequence[str] = TWO_TERM_NAMES,
-        num_epochs: int,
-        unit: Unit = "epoch",
-        reference_epochs: int | None = None,
-    ) -> None:
-        super().__init__(names=names, num_epochs=num_epochs, unit=unit, reference_epochs=reference_epochs)
+    def __init__(self, start: float = 0.01, step: float = 0.01, **timing: Unpack[ScheduleTiming]) -> None:
+        super().__init__(**timing)
         self.start = check_number("start", start, minimum=0.0)
         self.step = check_number("step", step, minimum=0.0)
 
@@ -100,8 +101,8 @@ class _RampSchedule(_TwoTermSchedule):
 class LinearRamp(_RampSchedule):
     """Linear scheduling ``L = L_R + a(x) * L_B`` with ``a(x) = min(start + step * x, 1)``.
 
-    Paper: boundary-loss-breast-ultrasound ("linear scheduling", alpha rising linearly
-    from 0 to 1). Defaults ``start = step = 0.01``: ``a = 0.01`` at epoch 0, ``a = 1`` from
+    Paper: Odonnat & Pham, "Boundary loss for breast ultrasound segmentation" ("linear
+    scheduling", alpha rising linearly from 0 to 1). Defaults ``start = step = 0.01``: ``a = 0.01`` at epoch 0, ``a = 1`` from
     ``x = 99`` on. Epoch mode: ``a`` reaches 1 at epoch 99 whatever the budget (never, if
     the budget is shorter). Fraction mode (reference 100): ``a`` reaches 1 at 99 % of
     the training. A start above 1 gives ``a = 1`` throughout.
@@ -116,8 +117,9 @@ class LinearRamp(_RampSchedule):
 class Rebalance(_RampSchedule):
     """Rebalance ``L = (1 - a(x)) * L_R + a(x) * L_B`` with ``a(x) = min(start + step * x, 1)``.
 
-    Papers: boundary-loss-breast-ultrasound ("rebalance") and Kervadec et al.'s boundary
-    loss paper (start 0.01, +0.01 per epoch). Weights ``(0.99, 0.01)`` at epoch 0 and
+    Papers: Odonnat & Pham, "Boundary loss for breast ultrasound segmentation" ("rebalance")
+    and Kervadec et al., "Boundary loss for highly unbalanced segmentation" (start 0.01,
+    +0.01 per epoch). Weights ``(0.99, 0.01)`` at epoch 0 and
     ``(0, 1)`` -- the map term alone -- from ``x = 99`` on. Units as in :class:`LinearRamp`.
     """
 
@@ -147,13 +149,9 @@ class Steal(_TwoTermSchedule):
         start_map: float = 0.01,
         step: float = 0.01,
         floor: float = 0.1,
-        *,
-        names: Sequence[str] = TWO_TERM_NAMES,
-        num_epochs: int,
-        unit: Unit = "epoch",
-        reference_epochs: int | None = None,
+        **timing: Unpack[ScheduleTiming],
     ) -> None:
-        super().__init__(names=names, num_epochs=num_epochs, unit=unit, reference_epochs=reference_epochs)
+        super().__init__(**timing)
         self.start_regional = check_number("start_regional", start_regional, minimum=0.0)
         self.start_map = check_number("start_map", start_map, minimum=0.0)
         self.step = check_number("step", step, minimum=0.0)
@@ -176,7 +174,8 @@ class Steal(_TwoTermSchedule):
 class Equal(_TwoTermSchedule):
     """Equal contribution ``L = L_R + L_RW``: weights ``(1, 1)`` at every epoch.
 
-    Paper: region-wise-loss §4.4 ("equal contribution", after Karimi's HD loss).
+    Paper: Valverde et al., "Region-wise loss for biomedical image segmentation", §4.4
+    ("equal contribution", after Karimi's HD loss).
     ``unit`` and ``reference_epochs`` have no effect.
     """
 
@@ -189,8 +188,8 @@ class Equal(_TwoTermSchedule):
 class Gradual(_TwoTermSchedule):
     """Gradual contribution ``L = alpha * L_R + (1 - alpha) * L_RW``.
 
-    ``alpha(x) = max((100 - x) / 100, 0.01)``. Paper: region-wise-loss §4.4 and its
-    reference code (after Kervadec et al.). ``alpha`` is 1 at epoch 0, 0.5 at ``x = 50``
+    ``alpha(x) = max((100 - x) / 100, 0.01)``. Paper: Valverde et al., "Region-wise loss
+    for biomedical image segmentation", §4.4, and its reference code (after Kervadec et al.). ``alpha`` is 1 at epoch 0, 0.5 at ``x = 50``
     and stays at 0.01 from ``x = 99`` on. Epoch mode is the paper's rule; fraction mode
     (reference 100) reaches the floor at 99 % of the training.
     """

@@ -16,7 +16,8 @@ _SHARE_TOLERANCE = 1e-9
 class TemporalWeighting(WeightSchedule):
     """Weights that give each term a fixed share of the total loss, phase by phase.
 
-    Paper: temporal-loss-ultrasound §III.D. The terms are, by default,
+    Paper: Marzola et al., "Innovative temporal loss function for segmentation of fine
+    structures in ultrasound images", §III.D (``docs/schedules.md#temporal-weighting``). The terms are, by default,
     ``("gdl", "cdl", "bl")``: generalised Dice, common-support Dice and common-support
     boundary loss. Phase ``p`` (0-based) holds for ``phase_starts[p-1] <= x <
     phase_starts[p]`` and prescribes relative importances ``P = importances[p]``

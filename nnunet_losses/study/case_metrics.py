@@ -28,6 +28,7 @@ convention: undefined, left out of ``dice_mean``) and ``hd95_<c>``, ``assd_<c>``
 A **diverged** run (see :mod:`.runs`) has no predictions; it is scored as a model that
 predicts background everywhere on its fold's validation cases (:func:`diverged_case_metrics`):
 Dice 0 and the worst-case distances for every class the reference contains.
+Definitions: ``docs/metrics.md``.
 """
 from __future__ import annotations
 

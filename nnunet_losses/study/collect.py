@@ -16,10 +16,12 @@ stand-in for a missing value. Failed runs (infrastructure) have no Dice and are 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..nnunet.configuration import ConfigurationError
+from ..files import write_atomically
+from ..nnunet.configuration import require_label_based
 from .results import completed_epochs, dice_columns, run_result, training_seconds
 from .runs import RunStatus, State
 
@@ -27,11 +29,15 @@ CDF_RESULTS = "cdf_results.csv"
 
 
 def foreground_label_names(dataset_json: Mapping) -> dict[int, str]:
-    """``{label value: name}`` of the foreground labels of a dataset.json (background and ignore excluded)."""
+    """``{label value: name}`` of the foreground labels of a dataset.json (background and ignore excluded).
+
+    Region-based datasets are refused (:func:`nnunet_losses.nnunet.configuration.require_label_based`);
+    a label given as a one-value list, which nnU-Net reads as that value, is that value.
+    """
     labels = dataset_json["labels"]
-    if any(isinstance(value, (list, tuple)) for value in labels.values()):
-        raise ConfigurationError("region-based datasets (labels given as lists of values) are not supported by the studies")
-    return {int(value): name for name, value in sorted(labels.items(), key=lambda item: int(item[1])) if int(value) != 0 and name != "ignore"}
+    require_label_based(labels, dataset_json.get("name", "this dataset"))
+    values = {name: int(value[0] if isinstance(value, (list, tuple)) else value) for name, value in labels.items()}
+    return {value: name for name, value in sorted(values.items(), key=lambda item: item[1]) if value != 0 and name != "ignore"}
 
 
 def cdf_rows(statuses: Iterable[RunStatus], labels: Mapping[int, str]) -> list[dict]:
@@ -70,11 +76,9 @@ def cdf_rows(statuses: Iterable[RunStatus], labels: Mapping[int, str]) -> list[d
 def write_csv(rows: Sequence[Mapping], path: Path, columns: Sequence[str] | None = None) -> Path:
     """Write dict rows as CSV (``None`` -> empty cell), atomically."""
     columns = list(columns or (rows[0].keys() if rows else []))
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if row.get(key) is None else row[key] for key in columns})
-    temporary.replace(path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if row.get(key) is None else row[key] for key in columns})
+    return write_atomically(path, text.getvalue().encode())

@@ -17,7 +17,8 @@ by the tests; with fewer than 2 pairs left no p-value is given.
 
 ``n_worst_case`` (HD95 and ASSD only): of a trainer's ``n`` cases, how many took the
 worst-case distance, the image diagonal in mm, because exactly one of prediction and
-reference contained the class (``_mean``: any class); see :mod:`.case_metrics`.
+reference contained the class (``_mean``: any class); see :mod:`.case_metrics` and
+``docs/studies.md#comparison-study``.
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ counted runs (done, and diverged at Dice 0):
   ``[B(0.025; k, n - k + 1), B(0.975; k + 1, n - k)]`` with ``B`` the beta quantile;
 * the median, the quartiles and the range of the Dice;
 * the number of diverged runs (already counted at Dice 0).
+
+See ``docs/studies.md#convergence-study``.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..files import write_atomically
 from .case_metrics import diverged_case_metrics, metric_names, missed_names, validation_case_metrics
 from .collect import CDF_RESULTS, cdf_rows, foreground_label_names, write_csv
 from .compare import box_plots, markdown_table, summarise, summary_rows
@@ -74,7 +75,7 @@ def write_cdf_report(
         summary = convergence_rows(dice, diverged, threshold)
         written.append(write_csv(convergence_csv_rows(summary), study_dir / CDF_SUMMARY))
         report = study_dir / CDF_SUMMARY_REPORT
-        report.write_text(f"# {spec.dataset} {spec.configuration}: convergence\n\n{spec.seeds_description()}; {_budget(spec)}.\n\n" + convergence_markdown(summary, control, threshold, tolerance))
+        write_atomically(report, f"# {spec.dataset} {spec.configuration}: convergence\n\n{spec.seeds_description()}; {_budget(spec)}.\n\n" + convergence_markdown(summary, control, threshold, tolerance))
         written.append(report)
     marker = None if threshold is None else (threshold, f"converged: Dice >= control median - {tolerance:g}")
     written += plot_cdf(dice, dict(diverged), dict(failed), study_dir / "cdf", title, unfinished, marker)
@@ -140,6 +141,6 @@ def write_compare_report(
         "",
     ]
     report = study_dir / COMPARE_REPORT
-    report.write_text("\n".join(header) + "\n" + markdown_table(summaries, spec.trainers, baseline) + "\n")
+    write_atomically(report, "\n".join(header) + "\n" + markdown_table(summaries, spec.trainers, baseline) + "\n")
     written.append(report)
     return written + box_plots(cases, metrics, study_dir, f"{spec.dataset} {spec.configuration}, folds {', '.join(map(str, spec.folds))}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from .. import __version__
+from ..files import write_json
 from ..nnunet.run_settings import BUDGET_VARIABLES, SEED_VARIABLE
 
 STUDY_FILE = "study.json"
@@ -166,6 +167,4 @@ def save_spec(spec: StudySpec, study_dir: Path, extended: bool = False) -> None:
     if path.is_file() and not extended:
         return
     study_dir.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({**spec.to_json(), "nnunet_losses_version": __version__}, indent=2))
-    temporary.replace(path)
+    write_json(path, {**spec.to_json(), "nnunet_losses_version": __version__})

@@ -17,7 +17,8 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_losses.synthetic.common import Spacing3D, check_grid, smooth_curve, smooth_noise
-from nnunet_losses.synthetic.raw_dataset import FILE_ENDING, _atomic_write, _holds, _write_nifti, case_seed
+from nnunet_losses.files import write_atomically
+from nnunet_losses.synthetic.raw_dataset import FILE_ENDING, _holds, _write_nifti, case_seed
 
 MAX_CLASSES = 256  # labels are uint8
 _MIN_SHAPE = (8, 32, 32)
@@ -248,6 +249,5 @@ def write_many_organs_dataset(raw_root: str | Path, dataset_id: int, num_cases: 
         image, labels, voxel_spacing = many_organs_case(case_seed(seed, index), num_classes, shape, spacing)
         _write_nifti(image, voxel_spacing, folder / "imagesTr" / f"{case}_0000{FILE_ENDING}")
         _write_nifti(labels, voxel_spacing, folder / "labelsTr" / f"{case}{FILE_ENDING}")
-    text = json.dumps(dataset_json, indent=4)
-    _atomic_write(folder / "dataset.json", ".json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomically(folder / "dataset.json", json.dumps(dataset_json, indent=4).encode("utf-8"))
     return folder

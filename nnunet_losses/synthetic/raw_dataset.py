@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_losses.files import write_atomically
 from nnunet_losses.synthetic.kinds import DATASET_KINDS
 
 FILE_ENDING = ".nii.gz"
@@ -41,8 +42,8 @@ def write_raw_dataset(kind: str, raw_root: str | Path, dataset_id: int, num_case
     NIfTI spacing is written in SimpleITK's (x, y, z) order. ``dataset_name`` defaults to
     the kind's ``default_name`` in ``DATASET_KINDS``.
 
-    Every file is written under a temporary name in its destination folder and moved
-    into place with ``os.replace``; ``dataset.json`` is written last, so a folder without
+    Every file is written under a temporary name in its destination folder and renamed
+    into place; ``dataset.json`` is written last, so a folder without
     it is incomplete. An existing, complete folder written with the same arguments is
     returned as it is; if the folder holds any other files, ``FileExistsError`` is raised
     unless ``overwrite`` is true, which deletes and rewrites it. Another folder with the same dataset id (a
@@ -103,8 +104,7 @@ def write_raw_dataset(kind: str, raw_root: str | Path, dataset_id: int, num_case
         image, labels, voxel_spacing = spec.generate(case_seed(seed, index), **options)
         _write_nifti(image, voxel_spacing, folder / "imagesTr" / f"{case}_0000{FILE_ENDING}")
         _write_nifti(labels, voxel_spacing, folder / "labelsTr" / f"{case}{FILE_ENDING}")
-    text = json.dumps(dataset_json, indent=4)
-    _atomic_write(folder / "dataset.json", ".json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomically(folder / "dataset.json", json.dumps(dataset_json, indent=4).encode("utf-8"))
     return folder
 
 
@@ -133,8 +133,9 @@ def _write_nifti(array: np.ndarray, spacing: Sequence[float], path: Path) -> Non
 def _atomic_write(path: Path, suffix: str, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a temporary file beside ``path``, then move it onto ``path``.
 
-    The temporary name keeps ``suffix`` (writers pick the format from it); it is removed
-    if writing fails.
+    For writers that need a file name rather than content (SimpleITK picks the format from
+    the name's ``suffix``, which the temporary name keeps); content in memory goes through
+    :func:`nnunet_losses.files.write_atomically`. The temporary file is removed if writing fails.
     """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}")
     try:
