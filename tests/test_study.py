@@ -3,9 +3,9 @@
 Trainings are tiny (small plans, 1 epoch, 2 iterations, 1 validation iteration) and
 run two at a time; each still takes ~30 s, mostly nnU-Net's final validation, so the
 runs are shared: one CDF study (3 trainers x 2 seeds, one trainer failing on purpose)
-serves the layout, CSV, plot, failure, status and restart tests; the submitit test
-redoes one deleted and one interrupted run of it, and the comparison reuses its fold-0
-runs and trains fold 1 only. Tests of the statistics,
+serves the layout, CSV, plot, failure, status and restart tests; the Slurm test (on the
+local cluster of ``.ci/slurm-cluster.sh``) redoes one deleted and one interrupted run of
+it as Slurm jobs, and the comparison reuses its fold-0 runs and trains fold 1 only. Tests of the statistics,
 the status table and the restart rules work on hand-made folders and need no nnU-Net.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from nnunet_losses.study.case_metrics import case_metrics, diverged_case_metrics
 from nnunet_losses.study.collect import cdf_rows, foreground_label_names
 from nnunet_losses.study.results import dice_columns, summary_dice
 from nnunet_losses.study.compare import markdown_table, summarise
-from nnunet_losses.study.executors import SubmititExecutor, split_cores
+from nnunet_losses.study.executors import SlurmExecutor, split_cores
 from nnunet_losses.study.launch import RunLaunch, RunOutcome
 from nnunet_losses.study.plots import cdf_figure, cdf_legend_label
 from nnunet_losses.study.progress import StudyProgress, finished_epochs
@@ -41,11 +42,13 @@ from nnunet_losses.study.reports import write_cdf_report, write_compare_report
 from nnunet_losses.study.runner import StudyBusyError, run_study, study_lock
 from nnunet_losses.files import write_json
 from nnunet_losses.study.runs import RunPaths, State, run_status, study_statuses
+from nnunet_losses.study.slurm import SlurmOptions, recorded_jobs
 from nnunet_losses.study.spec import Run, StudyMismatchError, StudySpec, check_spec, extends, load_spec, save_spec
 from nnunet_losses.study.status import status_report
 from nnunet_losses.nnunet.configuration import ConfigurationError
 
 from conftest import SMALL_PLANS, announce
+from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 
 RRW, RWB, FAILING = "nnUNetTrainerRRW", "nnUNetTrainerRWBoundary", "nnUNetTrainerStudyFailing"
 TINY = ["-p", SMALL_PLANS, "--epochs", "1", "--iterations", "2", "--val-iterations", "1"]  # no --device: chosen automatically
@@ -278,21 +281,26 @@ def test_other_parameters_in_the_same_folder_are_refused(cdf_study):
 
 
 @pytest.mark.nnunet
-def test_deleted_and_interrupted_runs_are_redone_through_submitit_local_executor(cdf_study, cardiac):
+@pytest.mark.slurm
+def test_deleted_and_interrupted_runs_are_redone_as_slurm_jobs_with_the_local_results(cdf_study, cardiac, slurm_cluster):
+    """The deleted run is trained again as a Slurm job (all cores of the node, not one pinned core) and gets exactly
+    the Dice values it had when trained locally: nnU-Net on the CPU with the study's seed is deterministic here."""
     spec = load_spec(cdf_study.dir)
+    local = {(row["trainer"], row["seed"]): row for row in read_csv(cdf_study.dir / "cdf_results.csv")}
     deleted = RunPaths.of(cdf_study.dir, spec, Run(RRW, 1, 0))
     shutil.rmtree(deleted.run_dir)
     interrupted = RunPaths.of(cdf_study.dir, spec, Run(RWB, 1, 0))
     interrupted.summary.unlink()  # as if stopped during nnU-Net's final validation ...
+    interrupted.result.unlink()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     write_json(interrupted.running_marker, {"pid": gone.pid, "host": socket.gethostname(), "started": "before"})  # ... by a kill -9
     assert run_status(cdf_study.dir, spec, Run(RWB, 1, 0)).state is State.INTERRUPTED
     kept = attempts(cdf_study.dir, RWB, "seed_0_fold_0")
 
-    executor = SubmititExecutor(cdf_study.dir / "submitit", cluster="local", gpus=0, time_limit_minutes=10, poll_seconds=1)
+    executor = SlurmExecutor(SlurmOptions(gpus=0, time_limit_minutes=10), poll_seconds=1)
     with contextlib.redirect_stdout(io.StringIO()):
-        statuses = run_study(spec, cdf_study.dir, executor, device="cpu")
+        statuses = run_study(spec, cdf_study.dir, executor, device="cpu", gpus=0)
     states = {str(s.run): s.state for s in statuses}
     assert states[f"{RRW} seed 1 fold 0"] is State.DONE and states[f"{RWB} seed 1 fold 0"] is State.DONE
     assert deleted.finished and [a["resumed"] for a in attempts(cdf_study.dir, RRW, "seed_1_fold_0")] == [False]
@@ -300,9 +308,15 @@ def test_deleted_and_interrupted_runs_are_redone_through_submitit_local_executor
     assert interrupted.log.read_text().rstrip().split("\n=====")[-1].splitlines()[0].endswith("--c")
     assert not interrupted.running_marker.exists()
     assert attempts(cdf_study.dir, RWB, "seed_0_fold_0") == kept
-    assert len(list((cdf_study.dir / "submitit").glob("*_result.pkl"))) == 2
+    for paths in (deleted, interrupted):
+        [job] = recorded_jobs(paths)
+        assert [a["slurm_job_id"] for a in json.loads(paths.attempts.read_text()) if "slurm_job_id" in a] == [job]
     write_cdf_report(spec, cdf_study.dir, statuses, cardiac.folder)
-    assert sum(row["status"] == "done" for row in read_csv(cdf_study.dir / "cdf_results.csv")) == 4
+    rows = {(row["trainer"], row["seed"]): row for row in read_csv(cdf_study.dir / "cdf_results.csv")}
+    assert sum(row["status"] == "done" for row in rows.values()) == 4
+    dice = [column for column in rows[(RRW, "1")] if column.startswith("dice_")]
+    assert {c: rows[(RRW, "1")][c] for c in dice} == {c: local[(RRW, "1")][c] for c in dice}  # exactly, as text
+    assert {c: rows[(RWB, "1")][c] for c in dice} == {c: local[(RWB, "1")][c] for c in dice}
 
 
 @pytest.mark.nnunet
@@ -364,6 +378,77 @@ def test_usage_errors():
     assert stop.value.code == 2
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         study_main(["cdf", "-d", "1", "-c", "2d", "--trainers", RRW, "--epochs", "1", "--partition", "gpu"])
+
+
+def readme_cluster_commands() -> list[list[str]]:
+    """The ``nnunet-losses study`` command lines of the README's "On a cluster" section, split into arguments."""
+    section = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("### On a cluster", 1)[1].split("\n#", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line)[2:] for line in block.splitlines() if line.startswith("nnunet-losses study ")]
+
+
+@pytest.mark.nnunet
+@pytest.mark.slurm
+def test_the_readme_cluster_commands_train_every_run_as_a_slurm_job_with_the_local_results(cdf_study, cardiac, slurm_cluster, tmp_path):
+    """The README's CPU-partition command, with the test dataset, 1 seed and the tiny budget of the local study: every
+    run is one Slurm job, and cdf_results.csv holds exactly the Dice values of the same runs trained locally."""
+    gpu, cdf, status = readme_cluster_commands()
+    assert gpu[gpu.index("--partition") + 1] == "gpu" and gpu[gpu.index("--gpus") + 1] == "1"
+    assert cdf[cdf.index("--partition") + 1] == "cpu" and cdf[cdf.index("--gpus") + 1] == "0" and status[0] == "status"
+    study_dir = tmp_path / "study"
+    argv = [*cdf]
+    argv[argv.index("-d") + 1] = str(cardiac.dataset_id)
+    argv[argv.index("--seeds") + 1] = "1"
+    epochs = argv.index("--epochs")
+    argv[epochs : epochs + 2] = [*TINY[2:], "-p", SMALL_PLANS, "--out", str(study_dir)]
+    first = slurm_cluster.probe_job_id()
+    code, output, _ = invoke(*argv)
+    assert code == 0, output
+    assert slurm_cluster.probe_job_id() - first - 1 == 2  # one job per run
+    local = {(row["trainer"], row["seed"]): row for row in read_csv(cdf_study.dir / "cdf_results.csv")}
+    rows = read_csv(study_dir / "cdf_results.csv")
+    assert len(rows) == 2
+    for row in rows:
+        expected = local[(row["trainer"], row["seed"])]
+        assert {k: v for k, v in row.items() if k != "seconds"} == {k: v for k, v in expected.items() if k != "seconds"}
+    assert (study_dir / "cdf.png").stat().st_size > 1000
+    code, report, _ = invoke("status", str(study_dir))
+    assert code == 0 and "2 runs: 2 done" in report and "slurm job" in report
+    lines = {tuple(line.split()[:2]): line for line in report.splitlines() if line.startswith("nnUNetTrainer")}
+    for status in study_statuses(study_dir, load_spec(study_dir)):
+        [job] = recorded_jobs(status.paths)
+        assert f"  {job} COMPLETED  " in lines[(status.run.trainer, str(status.run.seed))]
+
+
+@pytest.mark.nnunet
+@pytest.mark.slurm
+def test_a_preempted_nnunet_job_checkpoints_is_requeued_and_ends_with_all_its_epochs(cardiac, study_env, slurm_cluster, tmp_path):
+    """nnUNetv2_train as a Slurm job, requeued (as by a preemption) after its first epoch: the trainer saves its
+    checkpoint and exits 75, Slurm starts the same job again, it resumes with --c and ends done with the epochs and
+    iterations of an uninterrupted run; no retry is used."""
+    spec = StudySpec("cdf", cardiac.name, "2d", SMALL_PLANS, (RRW,), (0,), (0,), 3, 6, 1)
+    paths = RunPaths.of(tmp_path, spec, Run(RRW, 0, 0))
+    import threading
+
+    def preempt() -> None:
+        slurm_cluster.wait_until(lambda: paths.progress.is_file(), 300, "the first epoch of the training")
+        subprocess.run(["scontrol", "requeue", recorded_jobs(paths)[0]], check=True, capture_output=True)
+
+    preempter = threading.Thread(target=preempt)
+    preempter.start()
+    with contextlib.redirect_stdout(io.StringIO()) as output:
+        [status] = run_study(spec, tmp_path, SlurmExecutor(SlurmOptions(gpus=0), poll_seconds=1), device="cpu", gpus=0, retries=0)
+    preempter.join()
+    assert status.state is State.DONE, output.getvalue()
+    [job] = recorded_jobs(paths)
+    tried = json.loads(paths.attempts.read_text())
+    assert [(a["returncode"], a["resumed"], a["slurm_job_id"]) for a in tried] == [(75, False, job), (0, True, job)]
+    stopped = tried[0]["interruption"]
+    assert stopped["signal"] == "SIGTERM" and tried[0]["epochs_lost"] == int(stopped["iteration"] > 0)
+    progress = json.loads(paths.progress.read_text())
+    assert (progress["epoch"], progress["iterations"]) == (3, 18)
+    record = json.loads((paths.output_folder / "nnunet_losses_run.json").read_text())["runs"]
+    assert [entry["resumed"] for entry in record] == [False, True] and record[1]["start_epoch"] == stopped["epoch"]
 
 
 # --- comparison ---------------------------------------------------------------------------------
@@ -507,6 +592,27 @@ def test_status_table_of_done_failed_running_interrupted_and_left_runs(tmp_path)
     assert "--- A seed 1 fold 0: last lines of" in report and "    ValueError: loss became NaN" in report
 
 
+def test_status_shows_the_progress_file_and_the_interruptions_of_unfinished_runs(tmp_path):
+    """An interrupted run: its epochs, iterations and pseudo Dice from the trainer's progress.json, and its
+    interruptions from attempts.json; a run of a trainer without progress.json: the epochs of nnU-Net's log."""
+    spec = StudySpec("cdf", "Dataset999_Test", "2d", "plans", ("A",), (0, 1), (0,), 8)
+    save_spec(spec, tmp_path)
+    package, other = (RunPaths.of(tmp_path, spec, Run("A", seed, 0)) for seed in (0, 1))
+    package.output_folder.mkdir(parents=True)
+    package.checkpoint_latest.write_bytes(b"")
+    write_json(package.progress, {"epoch": 3, "num_epochs": 8, "iterations": 24, "num_iterations_per_epoch": 8, "pseudo_dice": 0.41234})
+    write_json(package.attempts, [{"returncode": 75, "interrupted": True, "epochs_lost": 1}, {"returncode": -15, "interrupted": True, "epochs_lost": 0}])
+    other.output_folder.mkdir(parents=True)
+    other.log.write_text("===== an attempt of nnUNetv2_train, stopped\n")
+    _nnunet_epoch(other.output_folder / "training_log_1.txt", 0, ended=True)
+    _nnunet_epoch(other.output_folder / "training_log_1.txt", 1, ended=False)
+    report = status_report(tmp_path)
+    lines = {line.split()[1]: line for line in report.splitlines() if line.startswith("A ")}
+    assert "interrupted  epoch 3/8 (24 iterations), pseudo Dice 0.412; not finished; resumes from its checkpoint; interrupted 2x (epochs lost: 1, 0)" in lines["0"]
+    assert "interrupted  epoch 1/? (nnU-Net's log); not finished; restarts from scratch" in lines["1"]
+    assert "slurm job" not in report
+
+
 class RecordingExecutor:
     """Records what the runner launches, runs nothing."""
 
@@ -518,6 +624,9 @@ class RecordingExecutor:
         self.launches += launches
         self.rounds.append(sorted(launch.run.seed for launch in launches))
         return []
+
+    def follows(self, status):
+        return False
 
 
 @pytest.mark.parametrize(

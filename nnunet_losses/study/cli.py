@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..arguments import positive_int
 from ..nnunet.configuration import ConfigurationError, resolve_dataset_name
 from ..nnunet.map_store import MapError
 from .runs import RunStatus, State, study_statuses
@@ -34,13 +35,6 @@ if TYPE_CHECKING:
     from .executors import Executor
 
 REFUSALS = (ConfigurationError, MapError, StudyMismatchError)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -57,8 +51,8 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         help="nnU-Net trainer class names; in study cdf NAME:N runs that trainer with seeds 0..N-1 instead of --seeds",
     )
     budget = parser.add_argument_group("budget per run (NNUNET_LOSSES_* variables of the trainers)")
-    budget.add_argument("--iterations", type=_positive, help="training iterations per epoch (nnU-Net: 250)")
-    budget.add_argument("--val-iterations", type=_positive, help="validation iterations per epoch (nnU-Net: 50)")
+    budget.add_argument("--iterations", type=positive_int, help="training iterations per epoch (nnU-Net: 250)")
+    budget.add_argument("--val-iterations", type=positive_int, help="validation iterations per epoch (nnU-Net: 50)")
     run = parser.add_argument_group("execution")
     run.add_argument("--out", type=Path, help="study folder (default ./study_<kind>_<Dataset>_<configuration>)")
     run.add_argument(
@@ -67,7 +61,7 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         help="nnUNetv2_train -device (default: cuda if a CUDA device is visible here, else cpu; cuda with --executor slurm)",
     )
     run.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
-    run.add_argument("--parallel", type=_positive, default=1, help="local: runs at a time, each pinned to its own share of the cores")
+    run.add_argument("--parallel", type=positive_int, default=1, help="local: runs at a time, each pinned to its own share of the cores")
     run.add_argument(
         "--retries",
         type=int,
@@ -76,11 +70,19 @@ def _add_common(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         help="launch a run that failed (killed, out of memory, any error other than a diverged loss) again until it has failed N+1 times (default 1)",
     )
     run.add_argument("--retry-failed", action="store_true", help="forget the failures of earlier invocations: failed runs get --retries anew")
-    run.add_argument("--gpus", type=_positive, default=1, help="GPUs per run (default 1; more train with nnU-Net's DDP; Slurm requests them per job)")
-    slurm = parser.add_argument_group("Slurm (--executor slurm, through submitit; one job per run)")
+    run.add_argument(
+        "--gpus", type=int, default=1, help="GPUs per run (default 1; more train with nnU-Net's DDP; Slurm requests them per job; 0 with --device cpu)"
+    )
+    slurm = parser.add_argument_group("Slurm (--executor slurm: one batch job per run, requeued at its time limit)")
     slurm.add_argument("--partition", help="Slurm partition")
-    slurm.add_argument("--time-limit", type=_positive, metavar="MINUTES", help="time limit per job in minutes")
-    slurm.add_argument("--cpus-per-task", type=_positive, help="CPU cores per job")
+    slurm.add_argument("--time-limit", type=positive_int, metavar="MINUTES", help="time limit per job in minutes")
+    slurm.add_argument("--cpus-per-task", type=positive_int, help="CPU cores per job")
+    slurm.add_argument(
+        "--signal-lead",
+        type=positive_int,
+        metavar="SECONDS",
+        help="Slurm signals a job this long before its time limit; the training saves its checkpoint and the job is requeued (default 300)",
+    )
     return budget
 
 
@@ -108,8 +110,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         description="Convergence study (region-wise loss paper §4.3-4.4): one run per trainer and seed (seeds 0..N-1) "
         "on one fold; writes cdf_results.csv, cdf.png and cdf.pdf.",
     )
-    _add_common(cdf).add_argument("--epochs", type=_positive, required=True, help="epochs per run (the paper: 50)")
-    cdf.add_argument("--seeds", type=_positive, default=50, help="number of seeds per trainer, 0..N-1 (default 50)")
+    _add_common(cdf).add_argument("--epochs", type=positive_int, required=True, help="epochs per run (the paper: 50)")
+    cdf.add_argument("--seeds", type=positive_int, default=50, help="number of seeds per trainer, 0..N-1 (default 50)")
     cdf.add_argument("--fold", type=int, default=0, help="fold to train and validate on (default 0)")
     cdf.add_argument(
         "--control",
@@ -134,11 +136,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         description="Cross-validation comparison: one run per trainer and fold; writes compare_cases.csv, "
         "compare_summary.csv, compare.md and compare_<metric>.png.",
     )
-    _add_common(compare).add_argument("--epochs", type=_positive, help="epochs per run (default nnU-Net's 1000)")
+    _add_common(compare).add_argument("--epochs", type=positive_int, help="epochs per run (default nnU-Net's 1000)")
     compare.add_argument("--baseline", required=True, help="trainer the others are tested against (one of --trainers)")
     compare.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4)")
     compare.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
-    compare.add_argument("--permutations", type=_positive, default=10000, help="permutations of the paired test (default 10000)")
+    compare.add_argument("--permutations", type=positive_int, default=10000, help="permutations of the paired test (default 10000)")
 
     status = commands.add_parser("status", help="done / running / failed / left runs of a study folder", description="Show the runs of a study folder.")
     status.add_argument("study_dir", type=Path, metavar="DIR")
@@ -175,14 +177,16 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
 
 
 def _executor(args: argparse.Namespace, study_dir: Path) -> Executor:
-    from .executors import LocalExecutor, SubmititExecutor
+    from .executors import LocalExecutor, SlurmExecutor
+    from .slurm import SlurmOptions
 
     if args.executor == "local":
         return LocalExecutor(args.parallel)
     if shutil.which("sbatch") is None:
         raise ConfigurationError("--executor slurm needs Slurm's sbatch, which is not on PATH here; run the study on a Slurm login node")
     gpus = args.gpus if args.device == "cuda" else 0
-    return SubmititExecutor(study_dir / "submitit", "slurm", args.partition, gpus, args.time_limit, args.cpus_per_task)
+    lead = {} if args.signal_lead is None else {"signal_lead_seconds": args.signal_lead}
+    return SlurmExecutor(SlurmOptions(args.partition, gpus, args.time_limit, args.cpus_per_task, **lead))
 
 
 def choose_device(args: argparse.Namespace) -> str:
@@ -221,11 +225,13 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error(f"--baseline {args.baseline} must be one of --trainers {args.trainers}")
         if len(set(args.folds)) != len(args.folds):
             parser.error(f"--folds has duplicates: {args.folds}")
-    slurm_only = [f"--{name.replace('_', '-')}" for name in ("partition", "time_limit", "cpus_per_task") if getattr(args, name) is not None]
+    slurm_only = [f"--{name.replace('_', '-')}" for name in ("partition", "time_limit", "cpus_per_task", "signal_lead") if getattr(args, name) is not None]
     if args.executor == "local" and slurm_only:
         parser.error(f"{', '.join(slurm_only)} only apply to --executor slurm")
-    if args.device == "cpu" and args.gpus != 1:
-        parser.error("--gpus applies to --device cuda")
+    if args.device == "cpu" and args.gpus not in (0, 1):
+        parser.error("--gpus applies to --device cuda (--device cpu runs use no GPU; --gpus 0 says so)")
+    if args.device == "cuda" and args.gpus < 1:
+        parser.error(f"--gpus must be a positive integer with --device cuda, got {args.gpus}")
     if args.retries < 0:
         parser.error(f"--retries must be 0 or more, got {args.retries}")
     if args.executor == "slurm" and args.parallel != 1:

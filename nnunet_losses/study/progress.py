@@ -1,13 +1,17 @@
 """The progress display of a running study: one bar over the epochs of all its runs.
 
-The bar counts nnU-Net epochs. A run's finished epochs are read from nnU-Net's own log
-in its output folder (``fold_<f>/training_log_*.txt``: ``Epoch N`` when epoch ``N``
-starts, ``Epoch time: ...`` when it ends; a resumed run adds a log file that goes on
-from its checkpoint's epoch). A run's epochs are the study's ``--epochs``, else the
-``num_epochs`` its ``nnunet_losses_run.json`` records, else nnU-Net's 1000. A done run
-counts all its epochs; a failed or diverged run only those it finished, so the bar ends
-at 100 % when every run has ended (a failed run that is retried waits again). A thread rereads the logs of the unfinished runs every
-``refresh_seconds``.
+The bar counts nnU-Net epochs. A run's finished epochs are those of the trainer's
+``progress.json`` in its output folder (``epoch``: epochs completed, rewritten after each
+epoch, the same for local runs and Slurm jobs). For trainers that are not the package's
+(nnU-Net's own ``nnUNetTrainer``, which writes no such file) they are read from nnU-Net's
+log instead (``fold_<f>/training_log_*.txt``: ``Epoch N`` when epoch ``N`` starts,
+``Epoch time: ...`` when it ends; a resumed run adds a log file that goes on from its
+checkpoint's epoch). A run's epochs are the study's ``--epochs``, else the
+``num_epochs`` of its ``progress.json`` or ``nnunet_losses_run.json``, else nnU-Net's
+1000. A done run counts all its epochs; a failed or diverged run only those it
+finished, so the bar ends at 100 % when every run has ended (a failed run that is
+retried waits again; an interrupted one keeps all its epochs to do). A thread rereads
+the files of the unfinished runs every ``refresh_seconds``.
 
 Above the bar: one line per started run with the path of its log (``train.log`` in the
 run folder: everything ``nnUNetv2_train`` prints), and one per finished attempt. Where
@@ -30,11 +34,11 @@ from tqdm import tqdm
 
 from .launch import RunOutcome
 from ..files import read_json
+from ..nnunet import PROGRESS_FILE, RUN_RECORD
 from .runs import RunPaths, RunStatus, State, divergence_summary
 from .spec import Run
 
 NNUNET_DEFAULT_EPOCHS = 1000
-RUN_RECORD = "nnunet_losses_run.json"  # written by nnunet_losses.nnunet.trainer into the output folder
 EPOCH_START = re.compile(r": Epoch (\d+)\s*$")
 EPOCH_END = re.compile(r": Epoch time: ")
 
@@ -50,11 +54,21 @@ def _log_epochs(text: str) -> int:
     return finished
 
 
+def trainer_progress(output_folder: Path) -> dict | None:
+    """The trainer's ``progress.json`` (epochs and iterations completed, pseudo Dice, time), ``None`` without one."""
+    progress = read_json(Path(output_folder) / PROGRESS_FILE)
+    return progress if isinstance(progress, dict) and isinstance(progress.get("epoch"), int) else None
+
+
 def finished_epochs(output_folder: Path, cache: dict[Path, tuple[tuple[int, int], int]] | None = None) -> int:
-    """Epochs nnU-Net has finished in ``output_folder``, from its ``training_log_*.txt`` files (0 if none).
+    """Epochs finished in ``output_folder``: the trainer's ``progress.json``, else nnU-Net's ``training_log_*.txt``
+    files (0 if neither is there).
 
     ``cache`` maps a log file to its (size, mtime) and epochs; logs that did not change are not read again.
     """
+    progress = trainer_progress(output_folder)
+    if progress is not None:
+        return progress["epoch"]
     cache = {} if cache is None else cache
     finished = 0
     for log in output_folder.glob("training_log_*.txt"):
@@ -70,7 +84,10 @@ def finished_epochs(output_folder: Path, cache: dict[Path, tuple[tuple[int, int]
 
 
 def recorded_epochs(output_folder: Path) -> int | None:
-    """``num_epochs`` of the newest entry of the run's ``nnunet_losses_run.json``, if it has one."""
+    """``num_epochs`` of the trainer's ``progress.json``, else of the newest entry of its ``nnunet_losses_run.json``."""
+    progress = trainer_progress(output_folder)
+    if progress is not None and isinstance(progress.get("num_epochs"), int):
+        return progress["num_epochs"]
     record = read_json(output_folder / RUN_RECORD)
     runs = record.get("runs") if isinstance(record, dict) else None
     if isinstance(runs, list) and runs and isinstance(runs[-1], dict) and isinstance(runs[-1].get("num_epochs"), int):
@@ -83,7 +100,7 @@ class _RunEpochs:
     """What the display knows about one run."""
 
     paths: RunPaths
-    state: str  # "done", "diverged", "failed", "waiting" (to launch), "running" (launched here), "elsewhere" (in another process)
+    state: str  # "done", "diverged", "failed", "interrupted", "waiting" (to launch), "running" (launched here), "elsewhere" (in another process)
     epochs: int | None  # the study's --epochs; None: from the run record, else nnU-Net's default
     finished: int = 0
     announced: bool = False
@@ -177,9 +194,11 @@ class StudyProgress:
             entry = self._runs[outcome.run]
             entry.read()
             diverged = read_json(entry.paths.diverged_marker)
-            entry.state = "done" if outcome.ok else "diverged" if isinstance(diverged, dict) else "failed"
+            entry.state = "done" if outcome.ok else "interrupted" if outcome.interrupted else "diverged" if isinstance(diverged, dict) else "failed"
             entry.read()
-            if outcome.ok:
+            if outcome.interrupted:
+                self._write(f"interrupted {outcome.run} after {entry.finished} epochs; the same study command resumes it from its checkpoint")
+            elif outcome.ok:
                 self._write(f"done    {outcome.run} ({outcome.seconds:.0f} s{', resumed' if outcome.resumed else ''})")
             elif isinstance(diverged, dict):
                 self._write(f"DIVERGED {outcome.run}: {divergence_summary(diverged)} (counted at Dice 0; log: {entry.paths.log})")
@@ -200,8 +219,8 @@ class StudyProgress:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Runs per state of the display: done, diverged, failed, running (here or elsewhere), waiting."""
-        counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "waiting": 0}
+        """Runs per state of the display: done, diverged, failed, interrupted, running (here or elsewhere), waiting."""
+        counts = {"done": 0, "diverged": 0, "failed": 0, "interrupted": 0, "running": 0, "waiting": 0}
         for entry in self._runs.values():
             counts["running" if entry.state in ("running", "elsewhere") else entry.state] += 1
         return counts
@@ -219,7 +238,9 @@ class StudyProgress:
         return (
             f"{self._description}: epochs {done}/{total} ({100 * done // max(total, 1)} %); runs: {counts['done']} done, "
             + (f"{counts['diverged']} diverged, " if counts["diverged"] else "")
-            + f"{counts['running']} running, {counts['failed']} failed, {counts['waiting']} waiting; "
+            + f"{counts['running']} running, {counts['failed']} failed, "
+            + (f"{counts['interrupted']} interrupted, " if counts["interrupted"] else "")
+            + f"{counts['waiting']} waiting; "
             f"{elapsed // 60}:{elapsed % 60:02d} elapsed"
         )
 

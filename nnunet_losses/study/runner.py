@@ -8,20 +8,26 @@ Order of a study invocation:
    label-based (not region-based), and every trainer is found and has its maps
    (:func:`nnunet_losses.nnunet.preflight.check_trainer`, once per trainer); trainers
    that ignore the ``NNUNET_LOSSES_*`` budget are refused when the study sets one;
-   :func:`ensure_splits` then writes nnU-Net's default split if there is none;
+   :func:`ensure_splits` then writes nnU-Net's default split if there is none (the nnU-Net
+   internal used here: ``generate_crossval_split``, ``nnunetv2/utilities/crossval_split.py``);
 3. under a lock on the study folder (one study process per folder; an ``flock`` that
    the system releases when the process dies), ``study.json`` is written and each run's
    state decides (see :mod:`.runs`): ``done`` and ``diverged`` runs are results and are
-   skipped, ``running`` ones (still alive from an earlier invocation or on the cluster)
-   are left alone, ``interrupted`` and ``left`` ones are launched — with ``--c`` when
-   they have a checkpoint.
+   skipped, ``running`` ones (still alive from an earlier invocation) are left alone,
+   except runs whose Slurm job is pending or running, which a Slurm executor follows
+   to their end (never submitting them again); ``interrupted`` and ``left`` ones are
+   launched — with ``--c`` when they have a checkpoint. An attempt stopped by a signal
+   after saving its checkpoint (exit status 75: a time limit, a preemption, Ctrl-C) is
+   interrupted, not failed: Slurm requeues its job, and locally the next invocation
+   resumes it.
 4. ``failed`` runs (an error without the trainer's divergence marker: killed, out of
    memory, a missing file) are infrastructure failures, not results: a run is launched
    again, in this invocation and in later ones, until it has failed ``retries + 1``
    times in all (``--retries``, default 1; counted from ``attempts.json``); then it is
    kept as failed, reported, and left out of the results. ``retry_failed``
    (``--retry-failed``, after fixing the cause) forgets the failures of earlier
-   invocations. A failed run does not stop the others.
+   invocations. A failed run does not stop the others. A run whose Slurm job was
+   cancelled (``scancel``) is not launched again by the invocation that saw it end.
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ from .collect import foreground_label_names
 from .executors import Executor
 from .launch import RunLaunch
 from .progress import StudyProgress
-from ..files import write_json
+from ..files import read_json, write_json
 from .runs import RunStatus, State, failed_attempts, study_statuses
 from .spec import Run, StudySpec, check_spec, save_spec
 
@@ -122,6 +128,12 @@ def _retry_budget_left(status: RunStatus, retries: int, forgiven: dict[Run, int]
     return failed_attempts(status.paths) - forgiven.get(status.run, 0) <= retries
 
 
+def _cancelled(status: RunStatus) -> bool:
+    """The run's Slurm job was cancelled (``scancel``): someone stopped it on purpose."""
+    failed = read_json(status.paths.failed_marker)
+    return isinstance(failed, dict) and failed.get("slurm_state") == "CANCELLED"
+
+
 def run_study(
     spec: StudySpec, study_dir: Path, executor: Executor, device: str, gpus: int = 1, retries: int = 1, retry_failed: bool = False
 ) -> list[RunStatus]:
@@ -141,17 +153,19 @@ def run_study(
         counts = Counter(status.state for status in statuses)
         failed = [status for status in statuses if status.state is State.FAILED]
         retried = [status for status in failed if _retry_budget_left(status, retries, forgiven)]
+        followed = [status for status in statuses if status.state is State.RUNNING and executor.follows(status)]
         pending = [status for status in statuses if status.state in RESTARTED_STATES] + retried
         resumed = sum(status.paths.resumable for status in pending)
         print(
             f"{spec.kind} study in {study_dir}: {len(statuses)} runs, {counts[State.DONE]} done, {counts[State.DIVERGED]} diverged, "
             f"{counts[State.RUNNING]} running elsewhere, {len(failed)} failed ({len(retried)} retried, "
             f"{len(failed) - len(retried)} out of retries: --retry-failed relaunches them), "
-            f"{len(pending)} to launch ({resumed} from a checkpoint)"
+            f"{len(pending)} to launch ({resumed} from a checkpoint)" + (f", {len(followed)} followed" if followed else "")
         )
         for status in statuses:
             if status.state is State.RUNNING:
-                print(f"  left alone, still running: {status.run} ({status.detail})")
+                print(f"  {'followed' if status in followed else 'left alone'}, still running: {status.run} ({status.detail})")
+        pending = followed + pending
         progress = StudyProgress(statuses, {status.run for status in pending}, spec.epochs, f"{spec.kind} {spec.dataset}")
         try:
             for round_ in range(retries + 1):  # bounded also where a failure leaves no attempt record (a lost Slurm job)
@@ -162,7 +176,7 @@ def run_study(
                 executor.run([RunLaunch.of(spec, status.paths, status.run, device, gpus) for status in pending], progress)
                 launched = {status.run for status in pending}
                 after = [status for status in study_statuses(study_dir, spec) if status.run in launched and status.state is State.FAILED]
-                pending = [status for status in after if _retry_budget_left(status, retries, forgiven)]
+                pending = [status for status in after if _retry_budget_left(status, retries, forgiven) and not _cancelled(status)]
                 if not pending:
                     break
         finally:

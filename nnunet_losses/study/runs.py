@@ -4,12 +4,13 @@ Layout of a study folder::
 
     <study dir>/study.json                  the parameters (see :mod:`.spec`)
     <study dir>/.study.lock                 held by the study process working on the folder
-    <study dir>/submitit/                   job scripts and logs of --executor slurm
     <study dir>/cdf_results.csv, cdf.png, compare.md, ...   results (see :mod:`.reports`)
     <study dir>/runs/<trainer>/seed_<k>_fold_<f>/
         train.log                           stdout and stderr of every attempt of nnUNetv2_train
         attempts.json                       one entry per attempt: start, seconds, exit code, cores
         running.json                        present while an attempt runs: pid, host, Slurm job id
+        slurm.json, slurm-<job>.out         --executor slurm: the run's job ids, and Slurm's output of its job
+        launch.json, slurm_job.sh           --executor slurm: the attempt's command and the job's batch script
         failed.json                         present after a failed attempt: exit code, error summary
         result.json                         the result of a finished or diverged run, small and committed
                                             with the study (:mod:`.results`)
@@ -17,12 +18,17 @@ Layout of a study folder::
                                             (the run folder is the run's nnUNet_results)
             diverged.json                   written by the trainer when its loss became non-finite
                                             (:mod:`nnunet_losses.nnunet.trainer`)
+            progress.json                   written by the trainer after every epoch: epochs and iterations
+                                            done, pseudo Dice (read by the progress display and the status)
+            interruptions.json              appended by the trainer when a signal stopped it (:mod:`.launch`)
 
 States (:class:`State`), checked in this order:
 
-* ``running``: ``running.json`` names a live process. On this host the pid must exist
-  and be an ``nnUNetv2_train`` process; on another host the Slurm job must still be
-  in ``squeue`` (without ``squeue`` it is assumed alive).
+* ``running``: the run's newest Slurm job (``slurm.json``) is pending, running or being
+  requeued (:func:`.slurm.active_job`; also while the controller does not answer), or
+  ``running.json`` names a live process: on this host the pid must exist and be an
+  ``nnUNetv2_train`` process; on another host the Slurm job must still be in
+  ``squeue`` (without ``squeue`` it is assumed alive).
 * ``done``: nnU-Net wrote ``checkpoint_final.pth`` and ``validation/summary.json``.
 * ``diverged``: the trainer stopped because its loss became non-finite and left
   ``diverged.json`` in nnU-Net's output folder. A result of the study, not a failure:
@@ -49,8 +55,9 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from ..files import read_json, write_json
-from ..nnunet import DIVERGED_MARKER
+from ..files import read_json
+from ..nnunet import DIVERGED_MARKER, INTERRUPTIONS_FILE, PROGRESS_FILE
+from .slurm import SlurmUnavailable, active_job, recorded_jobs
 from .spec import Run, StudySpec
 
 RUNS_FOLDER = "runs"
@@ -104,6 +111,16 @@ class RunPaths:
     @property
     def failed_marker(self) -> Path:
         return self.run_dir / "failed.json"
+
+    @property
+    def progress(self) -> Path:
+        """The trainer's ``progress.json``, rewritten after every epoch."""
+        return self.output_folder / PROGRESS_FILE
+
+    @property
+    def interruptions(self) -> Path:
+        """The trainer's ``interruptions.json``: one entry per signal that stopped it."""
+        return self.output_folder / INTERRUPTIONS_FILE
 
     @property
     def diverged_marker(self) -> Path:
@@ -182,6 +199,13 @@ def marker_alive(marker: dict) -> bool:
 def run_status(study_dir: Path, spec: StudySpec, run: Run) -> RunStatus:
     """The state of one run, with a short detail (process, error or checkpoint)."""
     paths = RunPaths.of(study_dir, spec, run)
+    if recorded_jobs(paths):
+        try:
+            job = active_job(paths)
+        except SlurmUnavailable as error:
+            return RunStatus(run, paths, State.RUNNING, f"Slurm job {recorded_jobs(paths)[-1]}: the controller does not answer ({error})")
+        if job is not None:
+            return RunStatus(run, paths, State.RUNNING, f"Slurm job {job.describe()}")
     marker = read_json(paths.running_marker)
     stale = ""
     if isinstance(marker, dict):
