@@ -40,41 +40,59 @@ TRAINER_PY = "nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py"
 LOGGER_PY = "nnunetv2/training/logging/nnunet_logger.py"
 AUGMENTER_PY = "batchgenerators/dataloading/nondet_multi_threaded_augmenter.py"
 INTERNALS = "nnunet_losses/nnunet/internals.py"
-EXPECTED: dict[str, tuple[str, str | None]] = {
-    # internal: (the one module that uses it, nnU-Net's file for attributes; imports name their own file)
-    "batchgenerators.dataloading.multi_threaded_augmenter.MultiThreadedAugmenter": (INTERNALS, None),
-    "batchgenerators.dataloading.nondet_multi_threaded_augmenter.NonDetMultiThreadedAugmenter": (INTERNALS, None),
-    "nnunetv2.training.logging.nnunet_logger.LocalLogger": (INTERNALS, None),
-    "nnunetv2.training.logging.nnunet_logger.MetaLogger": (INTERNALS, None),
-    "nnunetv2.training.loss.deep_supervision.DeepSupervisionWrapper": (INTERNALS, None),
-    "nnunetv2.training.nnUNetTrainer.nnUNetTrainer.nnUNetTrainer": (INTERNALS, None),
-    "._get_deep_supervision_scales": (INTERNALS, TRAINER_PY),
-    "._do_i_compile": (INTERNALS, TRAINER_PY),
-    "._finish": (INTERNALS, AUGMENTER_PY),
-    ".save_checkpoint": (INTERNALS, TRAINER_PY),
-    ".local_logger": (INTERNALS, LOGGER_PY),
-    ".loggers": (INTERNALS, LOGGER_PY),
-    ".my_fantastic_logging": (INTERNALS, LOGGER_PY),
-    ".weight_factors": (INTERNALS, "nnunetv2/training/loss/deep_supervision.py"),
-    ".restart": (INTERNALS, AUGMENTER_PY),
-    ".num_processes": (INTERNALS, AUGMENTER_PY),
-    "nnunetv2.training.lr_scheduler.polylr.PolyLRScheduler": ("nnunet_losses/nnunet/trainer.py", None),
-    "batchgeneratorsv2.transforms.base.basic_transform.BasicTransform": ("nnunet_losses/nnunet/transforms.py", None),
-    "batchgeneratorsv2.transforms.spatial.spatial.SpatialTransform": ("nnunet_losses/nnunet/transforms.py", None),
-    "batchgeneratorsv2.transforms.utils.compose.ComposeTransforms": ("nnunet_losses/nnunet/transforms.py", None),
-    "nnunetv2.training.dataloading.nnunet_dataset.nnUNetBaseDataset": ("nnunet_losses/nnunet/dataset.py", None),
-    "nnunetv2.training.dataloading.nnunet_dataset.comp_blosc2_params": ("nnunet_losses/nnunet/map_store.py", None),
-    "nnunetv2.paths.nnUNet_preprocessed": ("nnunet_losses/nnunet/configuration.py", None),
-    "nnunetv2.training.dataloading.nnunet_dataset.infer_dataset_class": ("nnunet_losses/nnunet/configuration.py", None),
-    "nnunetv2.utilities.dataset_name_id_conversion.maybe_convert_to_dataset_name": ("nnunet_losses/nnunet/configuration.py", None),
-    "nnunetv2.utilities.label_handling.label_handling.LabelManager": ("nnunet_losses/nnunet/configuration.py", None),
-    "nnunetv2.utilities.plans_handling.plans_handler.ConfigurationManager": ("nnunet_losses/nnunet/configuration.py", None),
-    "nnunetv2.utilities.plans_handling.plans_handler.PlansManager": ("nnunet_losses/nnunet/configuration.py", None),
-    "nnunetv2.utilities.find_objects.recursive_find_trainer_class_by_name": ("nnunet_losses/nnunet/preflight.py", None),
-    "nnunetv2.utilities.crossval_split.generate_crossval_split": ("nnunet_losses/study/runner.py", None),
-    "nnunetv2.training.loss.dice.MemoryEfficientSoftDiceLoss": ("nnunet_losses/nnunet/nnunet_dice.py", None),
-    "nnunetv2.utilities.helpers.softmax_helper_dim1": ("nnunet_losses/nnunet/nnunet_dice.py", None),
+USED_IN: dict[str, tuple[str, ...]] = {  # the one module that may use each internal
+    INTERNALS: (
+        "batchgenerators.dataloading.multi_threaded_augmenter.MultiThreadedAugmenter",
+        "batchgenerators.dataloading.nondet_multi_threaded_augmenter.NonDetMultiThreadedAugmenter",
+        "nnunetv2.training.logging.nnunet_logger.LocalLogger", "nnunetv2.training.logging.nnunet_logger.MetaLogger",
+        "nnunetv2.training.loss.deep_supervision.DeepSupervisionWrapper",
+        "nnunetv2.training.nnUNetTrainer.nnUNetTrainer.nnUNetTrainer", "._get_deep_supervision_scales",
+        "._do_i_compile", "._finish", ".save_checkpoint", ".local_logger", ".loggers", ".my_fantastic_logging",
+        ".weight_factors", ".restart", ".num_processes",
+    ),
+    "nnunet_losses/nnunet/trainer.py": (
+        "nnunetv2.training.lr_scheduler.polylr.PolyLRScheduler",
+    ),
+    "nnunet_losses/nnunet/transforms.py": (
+        "batchgeneratorsv2.transforms.base.basic_transform.BasicTransform",
+        "batchgeneratorsv2.transforms.spatial.spatial.SpatialTransform",
+        "batchgeneratorsv2.transforms.utils.compose.ComposeTransforms",
+    ),
+    "nnunet_losses/nnunet/dataset.py": (
+        "nnunetv2.training.dataloading.nnunet_dataset.nnUNetBaseDataset",
+    ),
+    "nnunet_losses/nnunet/map_store.py": (
+        "nnunetv2.training.dataloading.nnunet_dataset.comp_blosc2_params",
+    ),
+    "nnunet_losses/nnunet/configuration.py": (
+        "nnunetv2.paths.nnUNet_preprocessed", "nnunetv2.training.dataloading.nnunet_dataset.infer_dataset_class",
+        "nnunetv2.utilities.dataset_name_id_conversion.maybe_convert_to_dataset_name",
+        "nnunetv2.utilities.label_handling.label_handling.LabelManager",
+        "nnunetv2.utilities.plans_handling.plans_handler.ConfigurationManager",
+        "nnunetv2.utilities.plans_handling.plans_handler.PlansManager",
+    ),
+    "nnunet_losses/nnunet/preflight.py": (
+        "nnunetv2.utilities.find_objects.recursive_find_trainer_class_by_name",
+    ),
+    "nnunet_losses/study/runner.py": (
+        "nnunetv2.utilities.crossval_split.generate_crossval_split",
+    ),
+    "nnunet_losses/nnunet/nnunet_dice.py": (
+        "nnunetv2.training.loss.dice.MemoryEfficientSoftDiceLoss", "nnunetv2.utilities.helpers.softmax_helper_dim1",
+    ),
 }
+ATTRIBUTE_FILES: dict[str, tuple[str, ...]] = {  # nnU-Net's file of each attribute internal (imports name their own)
+    TRAINER_PY: ("._get_deep_supervision_scales", "._do_i_compile", ".save_checkpoint",),
+    AUGMENTER_PY: ("._finish", ".restart", ".num_processes",),
+    LOGGER_PY: (".local_logger", ".loggers", ".my_fantastic_logging",),
+    "nnunetv2/training/loss/deep_supervision.py": (".weight_factors",),
+}
+EXPECTED: dict[str, tuple[str, str | None]] = {
+    internal: (module, next((file for file, names in ATTRIBUTE_FILES.items() if internal in names), None))
+    for module, internals in USED_IN.items()
+    for internal in internals
+}
+"""internal: (the one module that uses it, nnU-Net's file for attributes; imports name their own file)."""
 
 
 def _defined_private_names(files) -> set[str]:

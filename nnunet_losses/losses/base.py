@@ -1,6 +1,7 @@
 """The module form shared by every loss: route the maps, validate once, compute in float32."""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 
 from torch import Tensor, nn
@@ -38,10 +39,9 @@ class SegmentationLoss(nn.Module):
     ``"mean"``) or ``"sum"``; :attr:`pooled_over_batch` says why a loss refuses the last two.
     The result is computed in float32 even under autocast.
 
-    Each loss's computation is one function of the prepared batch (e.g.
-    :func:`~.overlap.tversky_family_loss`); :meth:`compute` calls it with the module's
-    options and the loss's functional form (e.g. :func:`~.overlap.soft_dice_loss`) calls it
-    through :func:`evaluate`, so module and functional form cannot drift apart.
+    Each loss's functional form (e.g. :func:`~.overlap.soft_dice_loss`) is made from the
+    module by :func:`functional_form`, so the two cannot drift apart: same options, same
+    checks, same values.
     """
 
     required_maps: tuple[str, ...] = ()
@@ -62,3 +62,38 @@ class SegmentationLoss(nn.Module):
 
     def compute(self, batch: LossInput) -> Tensor:
         raise NotImplementedError
+
+
+BASE_ONLY_OPTIONS = ("pooled_over_batch",)
+"""Arguments of :meth:`SegmentationLoss.__init__` that subclasses set, never users."""
+
+
+def functional_form(module: type[SegmentationLoss], name: str) -> Callable[..., Tensor]:
+    """The functional form of a loss module, kornia style.
+
+    ``name(logits, target, mask=None, *, <maps>, <options>)`` returns
+    ``module(**options)(logits, target, mask, **maps)``: the maps are the keyword arguments
+    of the module's ``forward`` (those it reads), the options those of its ``__init__``. The
+    returned function carries that signature (``help``, ``inspect.signature``) and refuses an
+    unknown keyword with a ``TypeError`` naming it.
+    """
+    options = [p for p in inspect.signature(module.__init__).parameters.values() if p.name != "self" and p.name not in BASE_ONLY_OPTIONS]
+    calls = list(inspect.signature(module.forward).parameters.values())[1:]  # logits, target, mask, *maps
+    option_names = {p.name for p in options}
+    signature = inspect.Signature(
+        [*calls[:3], *calls[3:], *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in options)],
+        return_annotation=Tensor,
+    )
+
+    def loss(*arguments: object, **keywords: object) -> Tensor:
+        bound = signature.bind(*arguments, **keywords)
+        given = bound.arguments
+        init = {key: value for key, value in given.items() if key in option_names}
+        call = {key: value for key, value in given.items() if key not in option_names}
+        return module(**init)(**call)
+
+    loss.__signature__ = signature  # type: ignore[attr-defined]
+    loss.__name__ = loss.__qualname__ = name
+    loss.__module__ = module.__module__
+    loss.__doc__ = f"Functional form of :class:`{module.__name__}`: ``{name}(logits, target, mask=None, **options)`` is ``{module.__name__}(**options)(logits, target, mask)``."
+    return loss

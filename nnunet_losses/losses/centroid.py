@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from ..metrics.centroid import centroid_distance, component_centroids
-from .base import SegmentationLoss, evaluate
+from .base import SegmentationLoss, functional_form
 from .inputs import LossInput, Reduction, reduce_samples
 
 
@@ -126,18 +126,4 @@ class CentroidDistanceLoss(SegmentationLoss):
         return reduce_samples(dice_loss[:, first:] * factors[:, first:], self.reduction)
 
 
-def centroid_distance_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    projection_axes: tuple[int, int] = (0, 1),
-    include_background: bool = False,
-    spacing: Sequence[float] | None = None,
-    distance_floor: float = 1.0,
-    smooth: float = 1e-5,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`CentroidDistanceLoss` (it keeps no state; the module holds the options)."""
-    loss = CentroidDistanceLoss(projection_axes, include_background, spacing, distance_floor, smooth, reduction)
-    return evaluate(loss.compute, logits, target, mask)
+centroid_distance_loss = functional_form(CentroidDistanceLoss, "centroid_distance_loss")

@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import SegmentationLoss, evaluate
-from .inputs import LossInput, Reduction, check_reduction
+from .base import SegmentationLoss, functional_form
+from .inputs import LossInput, Reduction
 from .overlap import GeneralizedDiceLoss, generalized_dice
 
 
@@ -90,16 +90,5 @@ class CommonSupportBoundaryLoss(SegmentationLoss):
         return common_support_boundary_of_batch(batch, self.line_axis, self.reduction)
 
 
-def common_support_dice_loss(
-    logits: Tensor, target: Tensor, mask: Tensor | None = None, *, line_axis: int = -2, reduction: Reduction = "mean"
-) -> Tensor:
-    """Functional :class:`CommonSupportDiceLoss` (only ``reduction="mean"``)."""
-    check_reduction(reduction, CommonSupportDiceLoss.pooled_over_batch)
-    return evaluate(lambda b: common_support_dice_of_batch(b, line_axis), logits, target, mask)
-
-
-def common_support_boundary_loss(
-    logits: Tensor, target: Tensor, mask: Tensor | None = None, *, signed_distance: Tensor, line_axis: int = -2, reduction: Reduction = "mean"
-) -> Tensor:
-    """Functional :class:`CommonSupportBoundaryLoss`."""
-    return evaluate(lambda b: common_support_boundary_of_batch(b, line_axis, reduction), logits, target, mask, signed_distance=signed_distance)
+common_support_dice_loss = functional_form(CommonSupportDiceLoss, "common_support_dice_loss")
+common_support_boundary_loss = functional_form(CommonSupportBoundaryLoss, "common_support_boundary_loss")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import SegmentationLoss, evaluate
+from .base import SegmentationLoss, functional_form
 from .inputs import LossInput, Reduction, reduce_ratio
 
 
@@ -105,28 +105,6 @@ class FocalLoss(SegmentationLoss):
         return focal_of_batch(batch, self.gamma, self.reduction)
 
 
-def cross_entropy_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    class_weights: Sequence[float] | None = None,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`CrossEntropyLoss`."""
-    weights = _class_weight_tensor(class_weights)
-    return evaluate(lambda b: cross_entropy_of_batch(b, weights, reduction), logits, target, mask)
-
-
-def rrw_weighted_cross_entropy_loss(
-    logits: Tensor, target: Tensor, mask: Tensor | None = None, *, rrw: Tensor, reduction: Reduction = "mean"
-) -> Tensor:
-    """Functional :class:`RRWWeightedCrossEntropyLoss`."""
-    return evaluate(lambda b: rrw_weighted_cross_entropy_of_batch(b, reduction), logits, target, mask, rrw=rrw)
-
-
-def focal_loss(
-    logits: Tensor, target: Tensor, mask: Tensor | None = None, *, gamma: float = 2.0, reduction: Reduction = "mean"
-) -> Tensor:
-    """Functional :class:`FocalLoss`."""
-    return evaluate(lambda b: focal_of_batch(b, gamma, reduction), logits, target, mask)
+cross_entropy_loss = functional_form(CrossEntropyLoss, "cross_entropy_loss")
+rrw_weighted_cross_entropy_loss = functional_form(RRWWeightedCrossEntropyLoss, "rrw_weighted_cross_entropy_loss")
+focal_loss = functional_form(FocalLoss, "focal_loss")

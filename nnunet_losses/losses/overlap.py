@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import SegmentationLoss, evaluate
+from .base import SegmentationLoss, functional_form
 from .inputs import LossInput, Reduction, check_reduction, reduce_samples
 
 _BATCH_DICE = "batch_dice=True pools TP, FP and FN over the batch"
@@ -128,45 +128,24 @@ class SoftDiceLoss(_TverskyFamily):
 class TverskyLoss(_TverskyFamily):
     """Tversky loss ``1 - mean_k TP/(TP + alpha FP + beta FN)`` (Salehi et al. 2017; a=0.3, b=0.7)."""
 
-    def __init__(
-        self,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        include_background: bool = False,
-        batch_dice: bool = False,
-        smooth: float = 1e-5,
-        reduction: Reduction = "mean",
-    ) -> None:
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, include_background: bool = False, batch_dice: bool = False,
+                 smooth: float = 1e-5, reduction: Reduction = "mean") -> None:
         super().__init__(alpha, beta, include_background, batch_dice, smooth, reduction)
 
 
 class FocalTverskyLoss(_TverskyFamily):
     """Focal Tversky loss ``mean_k (1 - TI_k)^(1/gamma)`` (Abraham & Khan; gamma = 4/3)."""
 
-    def __init__(
-        self,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        gamma: float = 4.0 / 3.0,
-        include_background: bool = False,
-        batch_dice: bool = False,
-        smooth: float = 1e-5,
-        reduction: Reduction = "mean",
-    ) -> None:
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4.0 / 3.0, include_background: bool = False,
+                 batch_dice: bool = False, smooth: float = 1e-5, reduction: Reduction = "mean") -> None:
         super().__init__(alpha, beta, include_background, batch_dice, smooth, reduction, gamma)
 
 
 class AsymmetricFBetaLoss(_TverskyFamily):
     """Asymmetric F-beta loss ``1 - mean_k (1+b^2)TP / ((1+b^2)TP + b^2 FN + FP)`` (Hashemi et al.; b = 1.5)."""
 
-    def __init__(
-        self,
-        beta: float = 1.5,
-        include_background: bool = False,
-        batch_dice: bool = False,
-        smooth: float = 1e-5,
-        reduction: Reduction = "mean",
-    ) -> None:
+    def __init__(self, beta: float = 1.5, include_background: bool = False, batch_dice: bool = False, smooth: float = 1e-5,
+                 reduction: Reduction = "mean") -> None:
         super().__init__(*_f_beta_weights(beta), include_background, batch_dice, smooth, reduction)
         self.beta_f = beta
 
@@ -204,70 +183,8 @@ class GeneralizedDiceLoss(SegmentationLoss):
         return _generalized_dice_of_batch(batch)
 
 
-def soft_dice_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    include_background: bool = False,
-    batch_dice: bool = False,
-    smooth: float = 1e-5,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`SoftDiceLoss`."""
-    return evaluate(lambda b: tversky_family_loss(b, 0.5, 0.5, include_background, batch_dice, smooth, None, reduction), logits, target, mask)
-
-
-def tversky_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    alpha: float = 0.3,
-    beta: float = 0.7,
-    include_background: bool = False,
-    batch_dice: bool = False,
-    smooth: float = 1e-5,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`TverskyLoss`."""
-    return evaluate(lambda b: tversky_family_loss(b, alpha, beta, include_background, batch_dice, smooth, None, reduction), logits, target, mask)
-
-
-def focal_tversky_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    alpha: float = 0.3,
-    beta: float = 0.7,
-    gamma: float = 4.0 / 3.0,
-    include_background: bool = False,
-    batch_dice: bool = False,
-    smooth: float = 1e-5,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`FocalTverskyLoss`."""
-    return evaluate(lambda b: tversky_family_loss(b, alpha, beta, include_background, batch_dice, smooth, gamma, reduction), logits, target, mask)
-
-
-def asymmetric_f_beta_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    beta: float = 1.5,
-    include_background: bool = False,
-    batch_dice: bool = False,
-    smooth: float = 1e-5,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`AsymmetricFBetaLoss`."""
-    a, b = _f_beta_weights(beta)
-    return evaluate(lambda x: tversky_family_loss(x, a, b, include_background, batch_dice, smooth, None, reduction), logits, target, mask)
-
-
-def generalized_dice_loss(logits: Tensor, target: Tensor, mask: Tensor | None = None, *, reduction: Reduction = "mean") -> Tensor:
-    """Functional :class:`GeneralizedDiceLoss` (only ``reduction="mean"``)."""
-    check_reduction(reduction, _GDL)
-    return evaluate(_generalized_dice_of_batch, logits, target, mask)
+soft_dice_loss = functional_form(SoftDiceLoss, "soft_dice_loss")
+tversky_loss = functional_form(TverskyLoss, "tversky_loss")
+focal_tversky_loss = functional_form(FocalTverskyLoss, "focal_tversky_loss")
+asymmetric_f_beta_loss = functional_form(AsymmetricFBetaLoss, "asymmetric_f_beta_loss")
+generalized_dice_loss = functional_form(GeneralizedDiceLoss, "generalized_dice_loss")

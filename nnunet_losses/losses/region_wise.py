@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .base import SegmentationLoss, evaluate, routed_maps
+from .base import SegmentationLoss, functional_form
 from .inputs import LossInput, Reduction, at_least_float32, float32_math, voxel_mean
 
 RWMapName = Literal["rrw", "class_emphasis_rrw", "rw_boundary", "ac", "cao"]
@@ -157,7 +157,16 @@ class RegionWiseLoss(SegmentationLoss):
         return region_wise_of_batch(batch, self.map, self.class_weights, self.kervadec_shift, self.reduction)
 
 
-class BoundaryLoss(SegmentationLoss):
+class _ReadsSignedDistance(SegmentationLoss):
+    """A loss that reads the ``signed_distance`` map, ``(B, C, *spatial)`` in mm."""
+
+    required_maps = ("signed_distance",)
+
+    def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None, *, signed_distance: Tensor | None = None) -> Tensor:
+        return self.call_with_maps(logits, target, mask, signed_distance=signed_distance)
+
+
+class BoundaryLoss(_ReadsSignedDistance):
     """Kervadec's boundary (surface) loss ``L_B = mean(phi_G * s)`` (reads ``signed_distance``).
 
     ``include_background=True`` (default) uses all classes (then ``L_B`` equals RW loss with
@@ -165,29 +174,22 @@ class BoundaryLoss(SegmentationLoss):
     (``include_background=False``). ``kervadec_shift`` as in :class:`RegionWiseLoss`.
     """
 
-    required_maps = ("signed_distance",)
-
     def __init__(self, include_background: bool = True, kervadec_shift: bool = False, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
         self.include_background = include_background
         self.kervadec_shift = kervadec_shift
 
-    def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None, *, signed_distance: Tensor | None = None) -> Tensor:
-        return self.call_with_maps(logits, target, mask, signed_distance=signed_distance)
-
     def compute(self, batch: LossInput) -> Tensor:
         return boundary_of_batch(batch, self.include_background, self.kervadec_shift, self.reduction)
 
 
-class OneSidedHausdorffLoss(SegmentationLoss):
+class OneSidedHausdorffLoss(_ReadsSignedDistance):
     """Karimi & Salcudean's one-sided HD loss ``mean((s - g)^2 * D^alpha)`` (alpha = 2).
 
     ``D = |phi_G|`` is the unsigned distance (mm) to the boundary of each class
     (:func:`~nnunet_losses.maps.boundary_distance_map`), derived here from the
     ``signed_distance`` map. Absent classes have ``D = 0`` and contribute nothing.
     """
-
-    required_maps = ("signed_distance",)
 
     def __init__(self, alpha: float = 2.0, include_background: bool = True, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
@@ -196,55 +198,10 @@ class OneSidedHausdorffLoss(SegmentationLoss):
         self.alpha = alpha
         self.include_background = include_background
 
-    def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None, *, signed_distance: Tensor | None = None) -> Tensor:
-        return self.call_with_maps(logits, target, mask, signed_distance=signed_distance)
-
     def compute(self, batch: LossInput) -> Tensor:
         return one_sided_hausdorff_of_batch(batch, self.alpha, self.include_background, self.reduction)
 
 
-def region_wise_map_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    map: RWMapName = "rrw",
-    rrw: Tensor | None = None,
-    signed_distance: Tensor | None = None,
-    class_weights: Sequence[float] | None = None,
-    kervadec_shift: bool = False,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`RegionWiseLoss`: RW loss with the map named ``map`` (pass the map it reads)."""
-    _check_rw_options(map, class_weights)
-    weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
-    maps = routed_maps(f"region_wise_map_loss(map={map!r})", _MAPS_NEEDED[map], {"rrw": rrw, "signed_distance": signed_distance})
-    return evaluate(lambda b: region_wise_of_batch(b, map, weights, kervadec_shift, reduction), logits, target, mask, **maps)
-
-
-def boundary_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    signed_distance: Tensor,
-    include_background: bool = True,
-    kervadec_shift: bool = False,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`BoundaryLoss`."""
-    return evaluate(lambda b: boundary_of_batch(b, include_background, kervadec_shift, reduction), logits, target, mask, signed_distance=signed_distance)
-
-
-def one_sided_hausdorff_loss(
-    logits: Tensor,
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    signed_distance: Tensor,
-    alpha: float = 2.0,
-    include_background: bool = True,
-    reduction: Reduction = "mean",
-) -> Tensor:
-    """Functional :class:`OneSidedHausdorffLoss`."""
-    return evaluate(lambda b: one_sided_hausdorff_of_batch(b, alpha, include_background, reduction), logits, target, mask, signed_distance=signed_distance)
+region_wise_map_loss = functional_form(RegionWiseLoss, "region_wise_map_loss")
+boundary_loss = functional_form(BoundaryLoss, "boundary_loss")
+one_sided_hausdorff_loss = functional_form(OneSidedHausdorffLoss, "one_sided_hausdorff_loss")
