@@ -100,7 +100,7 @@ class RunBookkeeping:
             {
                 "started": now(),
                 "start_epoch": trainer.current_epoch,
-                "resumed": trainer.current_epoch > 0,
+                "resumed": trainer.resumed_from_checkpoint,
                 "trainer": type(trainer).__name__,
                 "seed": self.settings.seed,
                 "sample_seeds": self.sample_seeds,

@@ -26,7 +26,6 @@ import random
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 SEED_VARIABLE = "NNUNET_LOSSES_SEED"
 BUDGET_VARIABLES = {
@@ -93,6 +92,8 @@ INIT_STREAM, SAMPLE_STREAM = 0, 1
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and PyTorch's global generators (CPU and CUDA)."""
+    import torch  # here, not at module level: the study's job bodies and `study status` import this module
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -69,6 +69,7 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         check_nnunet(self.print_to_log_file)
         self.bookkeeping = RunBookkeeping.from_environment()
+        self.resumed_from_checkpoint = False  # set by load_checkpoint (nnUNetv2_train --c)
         self.bookkeeping.apply_budget_and_init_seed(self)
         if self.optimizer_name == "adam":
             self.initial_lr = self.adam_learning_rate
@@ -205,6 +206,7 @@ class nnUNetTrainerLosses(nnUNetTrainer):
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)
+        self.resumed_from_checkpoint = True
         epoch_log.restore_schedule(self, self.schedule)
 
     # --- start of training: maps, seeds, record --------------------------------------------------
