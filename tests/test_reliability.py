@@ -311,8 +311,8 @@ def test_region_based_dataset_is_refused_before_any_folder_is_created(cardiac):
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr == (
             f"error: {name} is region-based (dataset.json gives labels as lists of values, overlapping regions); "
-            "the maps and losses of nnunet-losses need one label per voxel. Train it with nnU-Net's own trainers, "
-            "or re-create it with one value per label\n"
+            "nnunet-losses does not support region-based training: its maps and losses need one label per voxel. "
+            "Train it with nnU-Net's own trainers, or re-create it with one value per label\n"
         )
         assert sorted(p.name for p in folder.iterdir()) == before
     finally:
