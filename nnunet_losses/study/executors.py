@@ -172,12 +172,13 @@ class LocalExecutor:
         return outcomes
 
     def _give_free_cores(self, active: list[tuple[ActiveRun, list[int]]], free: list[int]) -> list[tuple[ActiveRun, list[int]]]:
-        """Widen the running trainings' pinning to the free cores (:func:`cores_when_none_waits`); the attempt records the new set."""
+        """Widen the running trainings' pinning to the free cores (:func:`cores_when_none_waits`); the attempt records
+        the new set beside the one it started on."""
         widened = cores_when_none_waits([cores for _, cores in active], free)
         for (attempt, cores), wider in zip(active, widened):
             if wider != cores:
                 self.repin(attempt.process.pid, wider)
-                attempt.cores = wider
+                attempt.widened_to = wider
         return [(attempt, wider) for (attempt, _), wider in zip(active, widened)]
 
     def follows(self, status: RunStatus) -> bool:

@@ -192,10 +192,11 @@ class ActiveRun:
     log: IO[str]
     started_monotonic: float
     started: str
-    cores: list[int]
+    cores: list[int]  # the cores it started on
     resumed: bool
     interruptions_before: int = 0  # entries of interruptions.json when the attempt started
     stop_requested: bool = False
+    widened_to: list[int] | None = None  # the wider set it was given once no run waited (LocalExecutor)
 
     def request_stop(self) -> None:
         """Send SIGTERM to the training's main process (once); it checkpoints and exits with :data:`INTERRUPTED`."""
@@ -265,6 +266,7 @@ class ActiveRun:
             "resumed": self.resumed,
             "host": socket.gethostname(),
             "cores": self.cores,
+            **({"widened_to": self.widened_to} if self.widened_to is not None else {}),
             **_slurm_job(),
         }
         if interrupted:
