@@ -116,11 +116,11 @@ def _attempts(paths: RunPaths) -> list[dict]:
 
 @pytest.mark.slurm
 def test_a_time_limit_shorter_than_the_training_requeues_the_job_until_the_run_is_done(slurm_cluster, contract_trainer, tmp_path):
-    """36 epochs of 1 s against a 1-minute limit signalled 58 s ahead. Slurm checks time limits every 30 s, so a job
-    gets the signal 2 to 32 s after it started, of which about 10 s go to starting Python and the training: the job
-    is signalled, checkpoints, is requeued and resumes with --c (at least twice for 36 s of training) until all
-    epochs are done, and no retry is used."""
-    spec = _spec(seeds=1, epochs=36)
+    """64 epochs of 1 s against a 1-minute limit signalled 58 s ahead. Slurm checks time limits every 30 s, so a job
+    gets the signal 2 to 32 s after it started (each start of the requeued job included), of which a few seconds go to
+    starting Python and the training: an attempt trains at most 30 s, so 64 s of training are signalled at least twice.
+    The job checkpoints, is requeued and resumes with --c until all epochs are done, and no retry is used."""
+    spec = _spec(seeds=1, epochs=64)
     first = slurm_cluster.probe_job_id()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CONTRACT_STEP_SECONDS", "0.25")
@@ -144,7 +144,7 @@ def test_a_time_limit_shorter_than_the_training_requeues_the_job_until_the_run_i
             assert (attempt["returncode"], attempt["interruption"], attempt["epochs_lost"]) == (-15, None, 0)
     assert sum(a["returncode"] == 75 for a in interrupted) >= 2
     progress = json.loads(paths.progress.read_text())
-    assert (progress["epoch"], progress["iterations"]) == (36, 144)  # the epochs and iterations of an uninterrupted run
+    assert (progress["epoch"], progress["iterations"]) == (64, 256)  # the epochs and iterations of an uninterrupted run
     record = json.loads((paths.output_folder / "nnunet_losses_run.json").read_text())["runs"]
     assert [entry["resumed"] for entry in record][1:] == [True] * (len(record) - 1)  # one entry per start of the training
     assert [a["resumed"] for a in attempts][-1] is True

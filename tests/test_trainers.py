@@ -218,10 +218,18 @@ def wheel_install(job: Job) -> None:
 
 
 PROTOCOL_SUFFIX = "Adam1e3"
-TRAINED = [name for name in package_trainer_names() if not name.endswith(PROTOCOL_SUFFIX)] + ["nnUNetTrainerRRWDiceGradualAdam1e3"]
+COMBINATIONS_TRAINED = ("nnUNetTrainerRRWDiceGradual", "nnUNetTrainerRWBoundaryCEEqual")
+"""The RW paper's Fig. 6 combinations trained below (nnUNetTrainerRRWDiceEqual is trained on the ignore-label dataset):
+together they take every value of the three class attributes the eight combinations differ by, so the family's one
+code path meets each map, regional loss and strategy (checked by test_untrained_combinations_differ_only_by_attributes_the_trained_ones_cover)."""
+COMBINATIONS = [name for name in package_trainer_names() if name.startswith(("nnUNetTrainerRRW", "nnUNetTrainerRWBoundary"))
+                and name.endswith(("Equal", "Gradual"))]
+TRAINED = [name for name in package_trainer_names() if not name.endswith(PROTOCOL_SUFFIX)
+           and (name not in COMBINATIONS or name in COMBINATIONS_TRAINED)] + ["nnUNetTrainerRRWDiceGradualAdam1e3"]
 """The trainers each trained for one epoch below. The convergence protocol's Adam 1e-3 twins differ from their
 namesakes only by class attributes (optimiser, learning rate, schedule unit; checked by
-test_cpu_protocol_trainers_train_with_adam_1e3_and_stretch_gradual_over_the_run): one of them stands for all."""
+test_cpu_protocol_trainers_train_with_adam_1e3_and_stretch_gradual_over_the_run): one of them stands for all;
+the same holds for the combinations (:data:`COMBINATIONS_TRAINED`)."""
 
 
 @pytest.fixture(scope="module")
@@ -483,6 +491,19 @@ def test_dice_ce_control_computes_nnunets_own_loss_exactly(cardiac):
     assert torch.equal(ours.last_values["dice_ce"], expected.detach())
     assert ours.loss.weights == {"dice_ce": 1.0}
     assert find_trainer_class("nnUNetTrainerDiceCEAdam").optimizer_name == "adam"
+
+
+def test_untrained_combinations_differ_only_by_attributes_the_trained_ones_cover():
+    family = find_trainer_class("nnUNetTrainerRRWDiceEqual").__mro__[1]
+    attributes = ("rw_map", "regional", "strategy")
+    assert len(COMBINATIONS) == 8 and all(issubclass(find_trainer_class(name), family) for name in COMBINATIONS)
+    for name in COMBINATIONS:
+        own = {key for key in vars(find_trainer_class(name)) if not key.startswith("__")}
+        assert own <= set(attributes), (name, own)  # no method of its own: the family's loss_terms and loss_weights
+    values = lambda names: {attribute: {getattr(find_trainer_class(n), attribute) for n in names} for attribute in attributes}
+    trained = values([*COMBINATIONS_TRAINED, "nnUNetTrainerRRWDiceEqual"])  # the last: the ignore-label job
+    assert values(COMBINATIONS) == trained
+    assert trained["rw_map"] == {"rrw", "rw_boundary"} and trained["regional"] == {"dice", "ce"} and len(trained["strategy"]) == 2
 
 
 def test_cpu_protocol_trainers_train_with_adam_1e3_and_stretch_gradual_over_the_run(cardiac, monkeypatch):
