@@ -134,9 +134,12 @@ def test_a_time_limit_shorter_than_the_training_requeues_the_job_until_the_run_i
     attempts = _attempts(paths)
     interrupted = [a for a in attempts if a["interrupted"]]
     restarts = int(job_fields(job_id)["Restarts"])
-    assert len(interrupted) >= 2 and restarts == len(interrupted), attempts
+    # a requeued start that Slurm dropped as non-startable (under load) is requeued again, and said so
+    lost = output.count(f"Slurm job {job_id} requeued again: its requeued start")
+    assert len(interrupted) >= 2 and restarts == len(interrupted) + lost, (attempts, output)
     assert [a["interrupted"] for a in attempts] == [True] * len(interrupted) + [False] and attempts[-1]["returncode"] == 0
-    assert all(a["slurm_job_id"] == job_id for a in attempts) and [a["slurm_restarts"] for a in attempts] == list(range(len(attempts)))
+    counts = [a["slurm_restarts"] for a in attempts]
+    assert all(a["slurm_job_id"] == job_id for a in attempts) and counts[0] == 0 and counts == sorted(set(counts)) and counts[-1] == restarts
     for attempt in interrupted:
         if attempt["returncode"] == 75:  # the trainer's handler: the step finished, the checkpoint saved
             assert attempt["interruption"]["signal"] == "SIGTERM" and attempt["epochs_lost"] == int(attempt["interruption"]["iteration"] > 0)
@@ -194,7 +197,7 @@ from pathlib import Path
 from nnunet_losses.study.executors import LocalExecutor
 from nnunet_losses.study.runner import run_study
 from nnunet_losses.study.spec import StudySpec
-spec = StudySpec("cdf", "Dataset999_Contract", "2d", "plans", ("nnUNetTrainerContract",), (0, 1), (0,), 6, 4)
+spec = StudySpec("cdf", "Dataset999_Contract", "2d", "plans", ("nnUNetTrainerContract",), (0, 1), (0,), 16, 4)
 run_study(spec, Path(sys.argv[1]), LocalExecutor(parallel=2), device="cpu")
 """
 
@@ -203,7 +206,7 @@ def test_ctrl_c_of_a_local_study_checkpoints_its_trainings_and_the_next_invocati
     """SIGINT (Ctrl-C) of a local study while two trainings run: each gets SIGTERM (its main process only), saves its
     checkpoint and exits 75; the attempts are interrupted (not failed), and the next invocation resumes them with --c
     to the same epochs and iterations as uninterrupted runs."""
-    spec = _spec(seeds=2, epochs=6)
+    spec = _spec(seeds=2, epochs=16)  # 32 s of training each: a loaded machine still signals them mid-training
     paths = [RunPaths.of(tmp_path, spec, run) for run in spec.runs()]
     study = subprocess.Popen([sys.executable, "-c", LOCAL_STUDY_PROCESS, str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -227,7 +230,7 @@ def test_ctrl_c_of_a_local_study_checkpoints_its_trainings_and_the_next_invocati
     for p in paths:
         assert [(a["returncode"], a["resumed"]) for a in _attempts(p)] == [(75, False), (0, True)]
         progress = json.loads(p.progress.read_text())
-        assert (progress["epoch"], progress["iterations"]) == (6, 24)
+        assert (progress["epoch"], progress["iterations"]) == (16, 64)
 
 
 STUDY_PROCESS = """

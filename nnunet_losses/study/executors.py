@@ -40,7 +40,7 @@ from .launch import INTERRUPTED, ActiveRun, RunFolderError, RunLaunch, RunOutcom
 from .progress import StudyProgress
 from .results import training_seconds
 from .runs import RunStatus, State, tail_lines
-from .slurm import SlurmJob, SlurmOptions, SlurmUnavailable, active_job, job_info, recorded_jobs, submit
+from .slurm import SlurmJob, SlurmOptions, SlurmUnavailable, active_job, job_info, recorded_jobs, requeue, submit
 
 POLL_SECONDS = 0.5
 
@@ -186,6 +186,8 @@ class LocalExecutor:
 
 
 T = TypeVar("T")
+LOST_REQUEUES_RETRIED = 3
+"""How often a job whose requeued start Slurm dropped (see :meth:`SlurmExecutor._requeue_was_lost`) is requeued again."""
 SLURM_ENDED_RUN = frozenset({"BOOT_FAIL", "CANCELLED", "DEADLINE", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"})
 """Job states in which Slurm, not the run's own end, stopped the job."""
 
@@ -209,6 +211,7 @@ class SlurmExecutor:
             job = self._when_available(lambda: active_job(launch.paths))
             jobs[job.job_id if job is not None else self._when_available(lambda: submit(launch, self.options))] = launch
         seen_running: set[str] = set()
+        lost: dict[str, int] = {}  # job id: times requeued again by this invocation
         outcomes: list[RunOutcome] = []
         unanswered_since: float | None = None
         while jobs:
@@ -225,6 +228,11 @@ class SlurmExecutor:
                     if info.state == "RUNNING" and job_id not in seen_running:
                         seen_running.add(job_id)
                         progress.started()
+                    continue
+                if info is not None and self._requeue_was_lost(launch, info) and lost.get(job_id, 0) < LOST_REQUEUES_RETRIED:
+                    lost[job_id] = lost.get(job_id, 0) + 1
+                    print(f"Slurm job {job_id} requeued again: its requeued start ({info.describe()}) never reached the run", flush=True)
+                    self._when_available(lambda: requeue(job_id))
                     continue
                 outcome = self._ended(launch, job_id, info)
                 outcomes.append(outcome)
@@ -244,6 +252,20 @@ class SlurmExecutor:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(self.poll_seconds)
+
+    @staticmethod
+    def _requeue_was_lost(launch: RunLaunch, info: SlurmJob) -> bool:
+        """Whether Slurm requeued the job after a checkpoint and then failed its new start before the job body ran.
+
+        Under load Slurm can schedule a requeued job on its node before the node has finished ending the previous
+        start, and then kills it as non-startable ("Job credential revoked"): the job ends FAILED, restarted, with no
+        attempt of that restart in ``attempts.json`` while the previous one was interrupted (checkpointed to resume)."""
+        if info.state != "FAILED" or info.restarts < 1 or launch.paths.finished:
+            return False
+        attempts = read_json(launch.paths.attempts)
+        if not isinstance(attempts, list) or not attempts or not attempts[-1].get("interrupted"):
+            return False
+        return int(attempts[-1].get("slurm_restarts", -1)) < info.restarts
 
     @staticmethod
     def _ended(launch: RunLaunch, job_id: str, info: SlurmJob | None) -> RunOutcome:

@@ -102,6 +102,13 @@ def _slurm(command: Sequence[str]) -> subprocess.CompletedProcess:
     return result
 
 
+def requeue(job_id: str) -> None:
+    """``scontrol requeue`` of an ended job (pending again, same job id, ``Restarts`` + 1)."""
+    result = _slurm(["scontrol", "requeue", str(job_id)])
+    if result.returncode != 0:
+        raise SlurmUnavailable(f"scontrol requeue {job_id}: {(result.stderr or result.stdout).strip()}")
+
+
 def job_info(job_id: str) -> SlurmJob | None:
     """Slurm's view of a job, ``None`` once the controller has forgotten it (``MinJobAge`` after its end)."""
     result = _slurm(["scontrol", "show", "job", "-o", str(job_id)])
