@@ -229,11 +229,11 @@ class SlurmExecutor:
                         seen_running.add(job_id)
                         progress.started()
                     continue
-                if info is not None and self._requeue_was_lost(launch, info) and lost.get(job_id, 0) < LOST_REQUEUES_RETRIED:
+                if info is not None and lost.get(job_id, 0) < LOST_REQUEUES_RETRIED and self._requeue_was_lost(launch, info):
                     lost[job_id] = lost.get(job_id, 0) + 1
-                    print(f"Slurm job {job_id} requeued again: its requeued start ({info.describe()}) never reached the run", flush=True)
-                    self._when_available(lambda: requeue(job_id))
-                    continue
+                    if self._when_available(lambda: requeue(job_id)):
+                        print(f"Slurm job {job_id} requeued again: its requeued start ({info.describe()}) never reached the run", flush=True)
+                        continue
                 outcome = self._ended(launch, job_id, info)
                 outcomes.append(outcome)
                 progress.finished(outcome)

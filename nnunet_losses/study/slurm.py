@@ -102,11 +102,10 @@ def _slurm(command: Sequence[str]) -> subprocess.CompletedProcess:
     return result
 
 
-def requeue(job_id: str) -> None:
-    """``scontrol requeue`` of an ended job (pending again, same job id, ``Restarts`` + 1)."""
-    result = _slurm(["scontrol", "requeue", str(job_id)])
-    if result.returncode != 0:
-        raise SlurmUnavailable(f"scontrol requeue {job_id}: {(result.stderr or result.stdout).strip()}")
+def requeue(job_id: str) -> bool:
+    """``scontrol requeue`` of an ended job (pending again, same job id, ``Restarts`` + 1); ``False`` once the
+    controller has forgotten the job."""
+    return _slurm(["scontrol", "requeue", str(job_id)]).returncode == 0
 
 
 def job_info(job_id: str) -> SlurmJob | None:
