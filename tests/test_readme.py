@@ -316,6 +316,67 @@ def test_readme_normalisation_arm_figures_equal_the_committed_csvs():
     assert expected in section, expected
 
 
+BUDGET_3X = REPO / "studies" / "convergence_budget_3x"
+
+
+def test_readme_budget_test_equals_the_committed_csvs():
+    """The budget test: the table is budget_summary.md, and every count, interval and Fisher p of the table and the text is
+    recomputed here from the two studies' cdf_results.csv (thresholds from each budget's own control; Clopper-Pearson from
+    the beta quantiles; Fisher's two-sided p as the hypergeometric sum over tables no likelier than the observed one)."""
+    from math import comb
+
+    from scipy.stats import beta
+
+    section = " ".join(convergence_section().split())
+    table = [line for line in (BUDGET_3X / "budget_summary.md").read_text().splitlines() if line.startswith("|")]
+    assert "\n" + "\n".join(table[2:]) + "\n" in convergence_section()
+    budgets = {1000: study_results(("convergence_protocol",)), 3000: study_results(("convergence_budget_3x",))}
+    spec = json.loads((BUDGET_3X / "study.json").read_text())
+    assert spec["epochs"] * spec["iterations"] == 3000 and spec["seeds"] == list(range(10))
+
+    def dice(budget: int, trainer: str) -> np.ndarray:
+        return np.array([float(row["dice_mean"]) for row in budgets[budget][trainer]])
+
+    def fisher(a: int, n1: int, c: int, n2: int) -> float:
+        column, total = a + c, n1 + n2
+        law = {x: comb(column, x) * comb(total - column, n1 - x) / comb(total, n1) for x in range(max(0, n1 + column - total), min(n1, column) + 1)}
+        return sum(p for p in law.values() if p <= law[a] * (1 + 1e-7))
+
+    counts: dict[tuple[int, str], tuple[int, int]] = {}
+    for budget in budgets:
+        threshold = np.median(dice(budget, CONTROL)) - 0.05
+        for trainer in (CONTROL, RRW, RWB):
+            values = dice(budget, trainer)
+            k, n = int(np.sum(values >= threshold)), len(values)
+            counts[budget, trainer] = k, n
+            low = beta.ppf(0.025, k, n - k + 1) if k else 0.0
+            high = beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
+            p = "—" if budget == 1000 else f"{fisher(*counts[1000, trainer], k, n):.2g}"
+            row = (f"| {trainer}{' (control)' if trainer == CONTROL else ''} | {budget} | {threshold:.3f} | {k}/{n} = {k / n:.2f} | "
+                   f"{low:.2f}-{high:.2f} | {np.median(values):.3f} | {p} |")
+            assert row in table, row
+    assert sum(len(rows) for rows in budgets[3000].values()) == 30 and all(row["status"] == "done" for rows in budgets[3000].values() for row in rows)
+    lost = {budget: [sum(float(row[f"dice_{c}"]) < 0.1 for c in CLASSES) for row in budgets[budget][RWB]] for budget in budgets}
+    rrw_lost_3x = [sum(float(row[f"dice_{c}"]) < 0.1 for c in CLASSES) for row in budgets[3000][RRW]]
+    (k1, n1), (k3, n3) = counts[1000, RRW], counts[3000, RRW]
+    (b1, m1), (b3, m3) = counts[1000, RWB], counts[3000, RWB]
+    assert fisher(k1, n1, k3, n3) < 0.05 < fisher(b1, m1, b3, m3) and max(rrw_lost_3x) == 0  # what the text concludes
+    expected = [
+        f"the control's median rose from {np.median(dice(1000, CONTROL)):.3f} to {np.median(dice(3000, CONTROL)):.3f} "
+        f"(threshold {np.median(dice(3000, CONTROL)) - 0.05:.3f})",
+        f"RRW converged in {k3} of {n3} runs against {k1} of {n1} at 1000 iterations (two-sided Fisher exact test, "
+        f"p = {fisher(k1, n1, k3, n3):.2g}), with no class lost in any run and a median equal to the control's "
+        f"({np.median(dice(3000, RRW)):.3f} and {np.median(dice(3000, CONTROL)):.3f})",
+        f"RW-Boundary converged in {b3} of {m3} against {b1} of {m1} (p = {fisher(b1, m1, b3, m3):.2g})",
+        f"(median {np.median(dice(3000, RWB)):.3f})",
+        f"(median {np.median(dice(1000, RWB)):.3f} at 1000 iterations; {sum(c > 0 for c in lost[3000])} of its {m3} runs lose a "
+        f"class, one each, against {sum(c > 0 for c in lost[1000])} of {m1} at 1000 iterations, {lost[1000].count(2)} of them two)",
+    ]
+    assert max(lost[3000]) == 1
+    for text in expected:
+        assert text in section, text
+
+
 def test_readme_fig_6c_reading_equals_the_committed_csvs():
     """Every figure of the Fig. 6c reading, recomputed from cdf_results.csv (all 180 runs done)."""
     from scipy.stats import mannwhitneyu

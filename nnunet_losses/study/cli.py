@@ -1,6 +1,7 @@
-"""``nnunet-losses study``: convergence CDFs over seeds, cross-validation comparisons, status.
+"""``nnunet-losses study``: convergence CDFs over seeds, budget tests, cross-validation comparisons, status.
 
     nnunet-losses study cdf -d 27 -c 2d --trainers nnUNetTrainerRWBoundary nnUNetTrainerRRW --seeds 50 --epochs 50
+    nnunet-losses study budget studies/convergence_protocol studies/convergence_budget_3x --control nnUNetTrainerDiceCE --trainers nnUNetTrainerRRW --out budget
     nnunet-losses study compare -d 27 -c 2d --trainers nnUNetTrainerRRW nnUNetTrainerFocal --baseline nnUNetTrainerRRW
     nnunet-losses study status study_cdf_Dataset027_ACDC_2d
 
@@ -102,7 +103,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         epilog="examples:\n" + "\n".join(line for line in __doc__.splitlines() if line.startswith("    nnunet-losses")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{cdf,compare,status}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{cdf,budget,compare,status}")
 
     cdf = commands.add_parser(
         "cdf",
@@ -141,6 +142,19 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     compare.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4)")
     compare.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     compare.add_argument("--permutations", type=positive_int, default=10000, help="permutations of the paired test (default 10000)")
+
+    budget = commands.add_parser(
+        "budget",
+        help="converged fraction against budget, from finished cdf studies of one protocol at several budgets",
+        description="Budget test: reads cdf_results.csv and study.json of each study folder (one per budget), judges each "
+        "against its own --control (median - --tolerance), and writes budget_summary.csv/.md (exact intervals, two-sided "
+        "Fisher exact test of each budget against the smallest) and budget.png/.pdf in --out. Trains nothing.",
+    )
+    budget.add_argument("study_dirs", type=Path, nargs="+", metavar="DIR", help="cdf study folders, one per budget")
+    budget.add_argument("--control", required=True, metavar="TRAINER", help="the control trainer of every study (e.g. nnUNetTrainerDiceCE)")
+    budget.add_argument("--trainers", nargs="+", required=True, help="trainers to compare across the budgets (the control is added)")
+    budget.add_argument("--tolerance", type=float, default=0.05, help="convergence tolerance below each control's median Dice (default 0.05)")
+    budget.add_argument("--out", type=Path, required=True, help="folder of the budget summary and figure")
 
     status = commands.add_parser("status", help="done / running / failed / left runs of a study folder", description="Show the runs of a study folder.")
     status.add_argument("study_dir", type=Path, metavar="DIR")
@@ -296,6 +310,19 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def budget_command(args: argparse.Namespace) -> int:
+    """``study budget``: the budget report from finished studies; exit 1 with a one-line reason when it cannot be made."""
+    from .budget import write_budget_report
+
+    try:
+        written = write_budget_report(args.study_dirs, args.trainers, args.control, args.out, args.tolerance)
+    except (OSError, ValueError, StudyMismatchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {', '.join(path.name for path in written)} in {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses study") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
@@ -308,6 +335,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "nnunet-losses study") -
             print(f"error: {error}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "budget":
+        return budget_command(args)
     args.device = choose_device(args)
     _check_usage(parser, args)
     return run_command(args)

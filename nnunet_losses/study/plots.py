@@ -5,6 +5,8 @@
   final mean foreground Dice of its ``M`` counted runs (done, and diverged at Dice 0), as a
   step curve on [0, 1]; optionally in side-by-side panels, one per group of trainers
   (Fig. 6c: one panel per map, the control in each).
+* :func:`plot_budget` — a budget test: per trainer, the converged fraction against the
+  training iterations with its exact binomial interval (:mod:`.budget`).
 * :func:`plot_boxes` — one box per trainer of a per-case metric.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..metrics import empirical_cdf
+from .convergence import ConvergenceRow
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -119,12 +122,44 @@ def plot_cdf(
     panels: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Path]:
     """:func:`cdf_figure` written to ``<stem>.png`` and ``<stem>.pdf``."""
-    figure = cdf_figure(dice_by_trainer, diverged_by_trainer, failed_by_trainer, title, unfinished, threshold, panels)
+    return _save(cdf_figure(dice_by_trainer, diverged_by_trainer, failed_by_trainer, title, unfinished, threshold, panels), stem)
+
+
+def _save(figure: Figure, stem: Path) -> list[Path]:
+    """``figure`` laid out and written to ``<stem>.png`` and ``<stem>.pdf``."""
     figure.tight_layout()
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
         figure.savefig(path, dpi=120)
     return paths
+
+
+def plot_budget(budgets: Sequence[int], rows_by_trainer: Mapping[str, Sequence[ConvergenceRow]], stem: Path, title: str) -> list[Path]:
+    """Converged fraction ``k / n`` against training iterations, one line per trainer, its Clopper-Pearson interval as error bars.
+
+    ``rows_by_trainer[trainer][i]`` is the trainer's convergence row at ``budgets[i]``.
+    Trainers are shifted a little sideways at each budget, so that equal fractions stay
+    apart; the legend gives each trainer's counts, budget by budget.
+    """
+    colours = _trainer_colours(list(rows_by_trainer))
+    figure = _figure(7, 4.8 + 0.25 * len(rows_by_trainer))
+    ax = figure.add_subplot(1, 1, 1)
+    x_budgets = np.asarray(budgets, dtype=float)
+    spread = 0.015 * (x_budgets.max() - x_budgets.min() or x_budgets.max())
+    for index, (trainer, rows) in enumerate(rows_by_trainer.items()):
+        x = x_budgets + (index - (len(rows_by_trainer) - 1) / 2) * spread
+        y = np.array([row.converged_fraction for row in rows])
+        errors = np.array([[row.converged_fraction - row.ci_low for row in rows], [row.ci_high - row.converged_fraction for row in rows]])
+        counts = ", ".join(f"{row.converged}/{row.n}" for row in rows)
+        ax.errorbar(x, y, yerr=errors, marker="o", capsize=4, linewidth=2, color=colours[trainer], label=f"{trainer} (converged {counts})")
+    ax.set_xticks(x_budgets, [str(budget) for budget in budgets])
+    ax.set_xlabel("training iterations (epochs x iterations per epoch)")
+    ax.set_ylabel("converged fraction, 95 % Clopper-Pearson interval")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False)
+    return _save(figure, stem)
 
 
 def plot_boxes(values_by_trainer: Mapping[str, Sequence[float]], ylabel: str, path: Path, title: str = "") -> Path:
