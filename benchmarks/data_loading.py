@@ -21,16 +21,13 @@ patch is short along the first axis, as for ACDC).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from workspace import prepare_workspace
+from workspace import prepare_workspace, time_batches
 
 os.environ["nnUNet_n_proc_DA"] = "0"
 
@@ -43,39 +40,6 @@ TRAINERS = (
     "nnUNetTrainerRRWOnDevice",
 )
 DATASET_ID = 992
-
-
-def build_loader(name: str, configuration: str):
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    from nnunet_losses.nnunet.preflight import find_trainer_class
-
-    folder = Path(os.environ["nnUNet_preprocessed"]) / maybe_convert_to_dataset_name(DATASET_ID)
-    plans = load_json(str(folder / "nnUNetPlans.json"))
-    plans["continue_training"] = False
-    with contextlib.redirect_stdout(io.StringIO()):
-        trainer = find_trainer_class(name)(plans, configuration, 0, load_json(str(folder / "dataset.json")), torch.device("cpu"))
-        trainer.initialize()
-        loader, _ = trainer.get_dataloaders()
-    return loader
-
-
-def time_batches(name: str, configuration: str, warmup: int, batches: int, seed: int) -> list[float]:
-    import numpy as np
-    import torch
-
-    loader = build_loader(name, configuration)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    times = []
-    for i in range(warmup + batches):
-        start = time.perf_counter()
-        next(loader)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:
@@ -100,7 +64,7 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name in args.trainers}
             for round_index in range(args.rounds):
                 for name in args.trainers:  # same seed per round: every trainer draws the same cases and augmentations
-                    times[name] += time_batches(name, configuration, args.warmup, args.batches, seed=round_index)
+                    times[name] += time_batches(name, DATASET_ID, configuration, args.warmup, args.batches, seed=round_index)
             results[configuration] = times
     print(
         f"device: {platform.machine()} CPU, {os.cpu_count()} cores, 1 augmentation process (nnUNet_n_proc_DA=0), 1 torch thread; "

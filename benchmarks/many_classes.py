@@ -12,8 +12,8 @@ single-threaded, ``setup_maps`` writes every case's ``rrw`` (1 channel) and
 * nnU-Net bytes/voxel: nnU-Net's own preprocessed files (image ``<case>.b2nd`` and
   ``<case>_seg.b2nd``) over the same voxels, the reference;
 * setup_maps seconds per case (computing and writing both kinds);
-* the same, extrapolated linearly by voxel count to a 200x256x256 case (bytes exactly
-  so for uncompressed maps; the distance transforms are linear in the voxels too).
+* the same, extrapolated linearly by voxel count to a 200x256x256 case (approximately:
+  compression ratios depend on the anatomy; the distance transforms are linear in the voxels).
 
 Last, when ``nnunet_losses.maps.device_map_stack`` is importable, the time to compute
 the same maps with the device path for one training batch: 2 patches of the
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from workspace import point_nnunet_at
 
 DATASET_IDS = (993, 994, 995)
 REFERENCE_SHAPE = (200, 256, 256)
@@ -74,17 +75,6 @@ class Row:
     @property
     def extrapolated_seconds(self) -> float:
         return self.setup_maps_seconds_per_case * float(np.prod(REFERENCE_SHAPE)) / self.voxels_per_case
-
-
-def point_nnunet_at(workdir: Path) -> dict[str, str]:
-    """Set nnU-Net's folders to ``workdir`` (created) and return the environment for its commands."""
-    from nnunet_losses.trainer_folder import trainers_path
-
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = str(workdir / name)
-        (workdir / name).mkdir(parents=True, exist_ok=True)
-    os.environ["nnUNet_extTrainer"] = str(trainers_path())
-    return {key: value for key, value in os.environ.items() if key != "nnUNet_n_proc_DA"}  # preprocessing needs its workers
 
 
 def prepare_dataset(workdir: Path, dataset_id: int, classes: int, args: argparse.Namespace, env: dict[str, str]) -> float:
@@ -243,10 +233,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
     lines = []
     for r in rows:
         device = "skipped" if r.device_seconds_per_batch is None else f"{r.device_seconds_per_batch:.2f} ({r.device_edts})"
-        values = 4 * r.map_channels  # float32 values per voxel; the rest is edge-chunk padding stored uncompressed
-        padding = f" ({values} + {r.map_bytes_per_voxel / values - 1:.0%} padding)" if r.map_bytes_per_voxel > 1.01 * values else ""
         lines.append(
-            f"| {r.classes} | {r.configuration} | {r.map_channels} | {r.map_bytes_per_voxel:.1f}{padding} | {r.nnunet_bytes_per_voxel:.2f} "
+            f"| {r.classes} | {r.configuration} | {r.map_channels} | {r.map_bytes_per_voxel:.2f} | {r.nnunet_bytes_per_voxel:.2f} "
             f"| {r.map_bytes_per_voxel / r.nnunet_bytes_per_voxel:.1f}x | {r.setup_maps_seconds_per_case:.2f} "
             f"| {r.extrapolated_gb:.2f} | {r.extrapolated_seconds:.1f} | {device} |"
         )
@@ -304,10 +292,10 @@ def main() -> None:
         f"{time.perf_counter() - started:.0f} s in all). {args.cases} CT-like phantoms per class count, {shape} voxels "
         f"at {spacing} mm (z y x) before nnU-Net's preprocessing; classes include the background.\n\n"
         f"{table}\n"
-        f"\\* extrapolated linearly by voxel count from the measured cases (exact for the bytes of uncompressed maps). "
-        f"Maps: `rrw` (1 channel) + `signed_distance` (one float32 channel per class), as `setup_maps` stores them "
-        f"(uncompressed: 4 bytes per voxel and channel, plus the padding of edge chunks where the case is not a whole number "
-        f"of chunks, which uncompressed storage keeps on disk); setup_maps time: one process, one thread, computing and writing both kinds."
+        f"\\* extrapolated linearly by voxel count from the measured cases. "
+        f"Maps: `rrw` (1 channel) + `signed_distance` (one channel per class), as `setup_maps` stores them (map format 3: "
+        f"8-bit RRW and float16 distances, compressed; docs/maps.md, Stored format); setup_maps time: one process, one thread, "
+        f"computing and writing both kinds."
         + preprocessing_note(preprocessing, args.processes)
         + f"\n\nDevice maps (`device_map_stack`, both kinds, median over up to {args.device_repeats} timed batches "
         "after an untimed call, fewer once 20 s are spent; EDTs: one per (sample, present class) pair of a sample "

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 out="benchmarks/results_$(hostname).txt"
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m), $(nproc) cores, $(python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
-  for bench in maps setup_maps data_loading train_step device_maps many_classes; do
+  for bench in maps setup_maps data_loading train_step device_maps many_classes map_format real_size; do
     echo; echo "## benchmarks/$bench.py"
     python "benchmarks/$bench.py"
   done

@@ -12,21 +12,66 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def prepare_workspace(
-    workdir: Path, dataset_id: int, cases: int, shape: Sequence[int], configurations: Sequence[str], spacing: Sequence[float] | None = None
-) -> None:
-    """Point nnU-Net at ``workdir`` and make the dataset, its preprocessed ``configurations`` and their maps exist."""
+def point_nnunet_at(workdir: Path) -> dict[str, str]:
+    """Set nnU-Net's folders to ``workdir`` (created) and return the environment for its commands."""
     from nnunet_losses.trainer_folder import trainers_path
 
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[name] = str(workdir / name)
         (workdir / name).mkdir(parents=True, exist_ok=True)
     os.environ["nnUNet_extTrainer"] = str(trainers_path())
+    return {key: value for key, value in os.environ.items() if key != "nnUNet_n_proc_DA"}  # preprocessing needs its workers
+
+
+def build_loader(name: str, dataset_id: int, configuration: str, fold: int | str = 0):
+    """nnU-Net's training data loader exactly as trainer ``name`` builds it (``initialize()``, ``get_dataloaders()``)."""
+    import contextlib
+    import io
+
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunet_losses.nnunet.preflight import find_trainer_class
+
+    folder = Path(os.environ["nnUNet_preprocessed"]) / maybe_convert_to_dataset_name(dataset_id)
+    plans = load_json(str(folder / "nnUNetPlans.json"))
+    plans["continue_training"] = False
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = find_trainer_class(name)(plans, configuration, fold, load_json(str(folder / "dataset.json")), torch.device("cpu"))
+        trainer.initialize()
+        loader, _ = trainer.get_dataloaders()
+    return loader
+
+
+def time_batches(name: str, dataset_id: int, configuration: str, warmup: int, batches: int, seed: int, fold: int | str = 0) -> list[float]:
+    """Seconds of each ``next(loader)`` after ``warmup`` untimed ones, numpy and torch seeded with ``seed``."""
+    import time
+
+    import numpy as np
+    import torch
+
+    loader = build_loader(name, dataset_id, configuration, fold)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    times = []
+    for i in range(warmup + batches):
+        start = time.perf_counter()
+        next(loader)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def prepare_workspace(
+    workdir: Path, dataset_id: int, cases: int, shape: Sequence[int], configurations: Sequence[str], spacing: Sequence[float] | None = None
+) -> None:
+    """Point nnU-Net at ``workdir`` and make the dataset, its preprocessed ``configurations`` and their maps exist."""
+    env = point_nnunet_at(workdir)
     if not any((workdir / "nnUNet_raw").glob(f"Dataset{dataset_id}_*")):
         from nnunet_losses.synthetic import write_raw_dataset
 
         write_raw_dataset("cardiac", workdir / "nnUNet_raw", dataset_id, cases, seed=dataset_id, shape=shape, spacing=spacing)
-    env = {key: value for key, value in os.environ.items() if key != "nnUNet_n_proc_DA"}  # preprocessing needs its workers
     preprocessed = next(iter((workdir / "nnUNet_preprocessed").glob(f"Dataset{dataset_id}_*")), None)
     missing = [c for c in configurations if preprocessed is None or not (preprocessed / f"nnUNetPlans_{c}").is_dir()]
     if missing:

@@ -138,14 +138,14 @@ def test_damaged_map_data_is_found_by_its_hash_and_rewritten_by_a_plain_run(card
 
 def test_blosc2_runtime_error_on_a_full_disk_is_one_line_and_leaves_nothing_partial(maps_2d, monkeypatch):
     store = MapStore(maps_2d)
-    real_asarray = blosc2.asarray
+    real_empty = blosc2.empty
 
-    def full_disk(array, urlpath=None, **kwargs):
-        real_asarray(array[:, :1], urlpath=urlpath, mode="w")  # part of the file was written
+    def full_disk(shape, dtype=None, urlpath=None, **kwargs):
+        real_empty((1, 1), dtype, urlpath=urlpath, mode="w")  # part of the file was written
         raise RuntimeError("Error while creating the NDArray")  # what blosc2 raises on a full disk
 
     before = snapshot(store.folder)
-    monkeypatch.setattr(map_store_module.blosc2, "asarray", full_disk)
+    monkeypatch.setattr(map_store_module.blosc2, "empty", full_disk)
     monkeypatch.setattr(map_store_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**6, 10**6 - 4096, 4096))
     case = maps_2d.case_identifiers()[0]
     with pytest.raises(MapWriteError) as caught:
@@ -158,10 +158,10 @@ def test_blosc2_runtime_error_on_a_full_disk_is_one_line_and_leaves_nothing_part
 
 
 def test_other_blosc2_errors_are_not_taken_for_a_full_disk(maps_2d, monkeypatch):
-    def broken(array, urlpath=None, **kwargs):
+    def broken(shape, dtype=None, urlpath=None, **kwargs):
         raise RuntimeError("Error while creating the NDArray")
 
-    monkeypatch.setattr(map_store_module.blosc2, "asarray", broken)
+    monkeypatch.setattr(map_store_module.blosc2, "empty", broken)
     with pytest.raises(RuntimeError, match="^Error while creating the NDArray$") as caught:
         write_configuration_maps(maps_2d, overwrite=True, progress=False)
     assert not isinstance(caught.value, MapWriteError)
@@ -183,7 +183,7 @@ def small_filesystem(folder: Path, size: str) -> Iterator[None]:
 def test_full_small_filesystem_stops_with_one_line_and_keeps_finished_cases(cardiac, tmp_path):
     name, folder = copy_dataset(cardiac, SMALL_DISK_ID, "SmallDisk")
     try:
-        with small_filesystem(tmp_path / "small", "800k"):  # a 2d case's maps take about 600 KB
+        with small_filesystem(tmp_path / "small", "300k"):  # a 2d case's maps take about 120 KB (stored compactly)
             (folder / "nnunet_losses_maps").symlink_to(tmp_path / "small")
             result = setup_maps(cardiac.workspace.environment(), "-d", str(SMALL_DISK_ID), "-c", "2d", "-p", SMALL_PLANS)
             store = MapStore(load_configuration(SMALL_DISK_ID, "2d", SMALL_PLANS))
@@ -213,13 +213,13 @@ def test_second_setup_maps_on_a_dataset_waits_for_the_first(cardiac, tmp_path):
     held_writer = (  # the first run holds its first temporary file open until the test says go
         "import os, sys, time\n"
         "import blosc2\n"
-        "create = blosc2.asarray\n"
+        "create = blosc2.empty\n"
         "def held(*args, **kwargs):\n"
         "    stored = create(*args, **kwargs)\n"
         f"    while not os.path.exists({str(go)!r}):\n"
         "        time.sleep(0.02)\n"
         "    return stored\n"
-        "blosc2.asarray = held\n"
+        "blosc2.empty = held\n"
         "from nnunet_losses.nnunet.setup_maps import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )

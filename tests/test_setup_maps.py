@@ -18,7 +18,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunet_losses.maps import rrw_compact, signed_distance_map
 from nnunet_losses.nnunet import map_store as map_store_module
 from nnunet_losses.nnunet.configuration import ConfigurationError, load_configuration
-from nnunet_losses.nnunet.map_store import CorruptMapsError, MapStore, MissingMapsError, StaleMapsError
+from nnunet_losses.nnunet.map_store import ENCODINGS, CorruptMapsError, MapStore, MissingMapsError, StaleMapsError
 from nnunet_losses.nnunet.setup_maps import MapWriteError, write_configuration_maps
 from nnunet_losses.synthetic import write_raw_dataset
 
@@ -45,10 +45,10 @@ def test_maps_exist_and_equal_the_library_maps(cardiac, configuration):
         # 2d keeps each case's own slice distance; 3d resamples to the plans' spacing
         slice_axis = plans["transpose_forward"][0]
         spacing = plan_spacing if len(plan_spacing) == 3 else [properties["spacing"][slice_axis], *plan_spacing]
-        rrw = blosc2.open(str(store.path(case, "rrw")))[:]
-        sd = blosc2.open(str(store.path(case, "signed_distance")))[:]
-        np.testing.assert_array_equal(rrw, rrw_compact(labels, 4, spacing))
-        np.testing.assert_array_equal(sd, signed_distance_map(labels, 4, spacing))
+        for kind, expected in (("rrw", rrw_compact(labels, 4, spacing)), ("signed_distance", signed_distance_map(labels, 4, spacing))):
+            encoding = ENCODINGS[kind]  # stored compactly: exactly the library map in its stored form
+            np.testing.assert_array_equal(blosc2.open(str(store.path(case, kind)))[:], encoding.encode(expected))
+            np.testing.assert_array_equal(store.read(case, kind), encoding.decode(encoding.encode(expected)))
         assert store.verify(case, "rrw")["spacing"] == pytest.approx(spacing)
 
 
@@ -157,14 +157,14 @@ def test_metadata_mismatch_is_stale(restorable):
 
 def test_disk_full_leaves_no_partial_file(restorable, monkeypatch):
     store = MapStore(restorable)
-    real_asarray = blosc2.asarray
+    real_empty = blosc2.empty
 
-    def full_disk(array, urlpath=None, **kwargs):
-        real_asarray(array[:, :1], urlpath=urlpath, mode="w")  # something was written before the disk filled up
+    def full_disk(shape, dtype=None, urlpath=None, **kwargs):
+        real_empty((1, 1), dtype, urlpath=urlpath, mode="w")  # something was written before the disk filled up
         raise OSError(errno.ENOSPC, "No space left on device")
 
     before = {p.name: p.stat().st_mtime_ns for p in store.folder.iterdir()}
-    monkeypatch.setattr(map_store_module.blosc2, "asarray", full_disk)
+    monkeypatch.setattr(map_store_module.blosc2, "empty", full_disk)
     with pytest.raises(MapWriteError, match="disk full .* Free some space; finished cases are kept and no partial file was left: run the same command again"):
         write_configuration_maps(restorable, overwrite=True, progress=False)
     after = {p.name: p.stat().st_mtime_ns for p in store.folder.iterdir()}
@@ -251,17 +251,18 @@ def test_read_only_folder_is_reported(small_dataset):
     assert write_configuration_maps(config, progress=False).written == 3
 
 
-def test_map_chunks_put_almost_no_padding_on_disk(tmp_path):
-    """Uncompressed edge chunks are written whole: the chunk lengths are evened out so that the padding stays below one
-    voxel per chunk and axis (nnU-Net's own chunks for a 64x160x160 case and a 64x128x128 patch are 64x160x128: 60 %)."""
-    from nnunet_losses.nnunet.map_store import STORAGE_CPARAMS, chunking, comp_blosc2_params
+def test_map_chunks_hold_one_channel_and_blocks_stay_small(tmp_path):
+    """Chunks of one channel (a channel is written without touching the others) sized as nnU-Net sizes its own;
+    blocks of at most 64 KiB, one slice thick for a 2d patch (a 2d crop decodes no other slice)."""
+    from nnunet_losses.nnunet.map_store import BLOCK_BYTES, chunking, comp_blosc2_params
 
-    assert comp_blosc2_params((1, 64, 160, 160), (64, 128, 128), bytes_per_pixel=4)[1] == (1, 64, 160, 128)
-    assert chunking((5, 64, 160, 160), (64, 128, 128)) == ((5, 64, 160, 80), (1, 1, 160, 80))
-    assert chunking((5, 10, 256, 256), (256, 256)) == ((5, 1, 256, 256), (1, 1, 256, 256))
-    values = np.random.default_rng(0).random((3, 64, 160, 160), dtype=np.float32)
-    chunks, blocks = chunking(values.shape, (64, 128, 128))
-    path = tmp_path / "maps.b2nd"
-    blosc2.asarray(values, urlpath=str(path), mode="w", chunks=chunks, blocks=blocks, cparams=STORAGE_CPARAMS)
-    assert path.stat().st_size < 1.01 * values.nbytes
-    assert np.array_equal(blosc2.open(str(path), mode="r")[:], values)
+    assert comp_blosc2_params((1, 64, 160, 160), (64, 128, 128), bytes_per_pixel=2, max_block_nbytes=BLOCK_BYTES) == ((1, 16, 64, 32), (1, 64, 160, 160))
+    assert chunking((5, 64, 160, 160), (64, 128, 128), 2) == ((1, 64, 160, 160), (1, 16, 64, 32))
+    assert chunking((5, 10, 256, 256), (256, 256), 2) == ((1, 1, 256, 256), (1, 1, 256, 128))
+    values = np.random.default_rng(0).random((3, 64, 160, 160), dtype=np.float32) - 1.0
+    store = ENCODINGS["rrw"]
+    from nnunet_losses.nnunet.map_store import create_map_file
+
+    stored, _ = create_map_file(tmp_path / "maps.b2nd", "rrw", iter(values), values.shape, (64, 128, 128))
+    assert stored.chunks == (1, 64, 160, 160) and stored.blocks == (1, 16, 64, 64)
+    np.testing.assert_array_equal(stored[:], store.encode(values))

@@ -4,7 +4,8 @@ Maps (``rw_maps``): :func:`rrw_map`, :func:`rrw_compact`, :func:`expand_rrw`,
 :func:`class_emphasis_rrw_map`, :func:`signed_distance_map` (RW-Boundary / Kervadec),
 :func:`boundary_distance_map` (one-sided HD), :func:`ac_map`, :func:`cao_map`,
 :func:`one_hot`. Stored kinds (``kinds``): :data:`MAP_KINDS`, :func:`compute_map`,
-:func:`compute_maps`.
+:func:`compute_maps`, and their streaming form :func:`map_channels` (one channel at a time,
+sharing :func:`own_distance_for`).
 On a torch device, for a whole batch (``device``, ``torch_edt``): :func:`device_map_stack`,
 :func:`distance_to_feature` (exact EDT of batched binary masks).
 Checks (``rectification``): :func:`is_rectified`, :func:`rectification_violations`,
@@ -18,7 +19,7 @@ Definitions and the conventions for absent classes, whole-array classes and sing
 """
 from .device import device_map_stack
 from .distance import distance_to_class, own_class_distance, validate_labels, validate_spacing
-from .kinds import MAP_KINDS, MapKind, compute_map, compute_maps, get_map_kind
+from .kinds import MAP_KINDS, MapKind, compute_map, compute_maps, get_map_kind, map_channels, own_distance_for
 from .rectification import (
     fraction_multiple_negative,
     is_rectified,
@@ -56,10 +57,12 @@ __all__ = [
     "expand_rrw",
     "fraction_multiple_negative",
     "get_map_kind",
+    "map_channels",
     "is_rectified",
     "negative_component_counts",
     "one_hot",
     "own_class_distance",
+    "own_distance_for",
     "rectification_violations",
     "rrw_compact",
     "rrw_map",

@@ -17,35 +17,43 @@ from a label array (numpy). Two stored kinds serve every map-based loss of the p
 AC and Cao maps depend on the segmentation alone and are never stored. Both stored
 kinds start from the own-class distance (one multi-label EDT), which
 :func:`compute_maps` computes once for all the kinds it is asked for.
+
+Every map is computed channel by channel (:func:`map_channels`): ``setup_maps`` writes
+each channel as it comes, so that a case's memory does not grow with its class count, and
+:func:`compute_maps` stacks the same channels.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .declared_kinds import DECLARED_MAP_KINDS, DeclaredMapKind, get_declared_map_kind
 from .distance import Spacing, own_class_distance, validate_labels, validate_spacing
-from .rw_maps import rrw_compact, signed_distance_map
+from .rw_maps import rrw_compact, signed_distance_channels, stack_channels
 
-MapFunction = Callable[[np.ndarray, int, Spacing, int, np.ndarray], np.ndarray]
-"""(labels, num_classes, spacing, threads, own-class distance of the labels) -> map."""
+ChannelFunction = Callable[[np.ndarray, int, Spacing, int, np.ndarray], Iterator[np.ndarray]]
+"""(labels, num_classes, spacing, threads, own-class distance of the labels) -> the map's channels,
+each a spatial float32 array, computed when asked for."""
 
 
 @dataclass(frozen=True)
 class MapKind(DeclaredMapKind):
-    """A declared map kind (:data:`~.declared_kinds.DECLARED_MAP_KINDS`) with the function that computes it."""
+    """A declared map kind (:data:`~.declared_kinds.DECLARED_MAP_KINDS`) with the function that computes its channels."""
 
-    function: MapFunction
+    channel_function: ChannelFunction
 
 
-_FUNCTIONS: dict[str, MapFunction] = {
-    "rrw": lambda labels, c, spacing, threads, own: rrw_compact(labels, c, spacing, threads, own),
-    "signed_distance": lambda labels, c, spacing, threads, own: signed_distance_map(labels, c, spacing, threads=threads, own_distance=own),
+_CHANNEL_FUNCTIONS: dict[str, ChannelFunction] = {
+    "rrw": lambda labels, c, spacing, threads, own: iter(rrw_compact(labels, c, spacing, threads, own)),
+    "signed_distance": lambda labels, c, spacing, threads, own: signed_distance_channels(labels, c, spacing, threads=threads, own_distance=own),
 }
 
-MAP_KINDS: dict[str, MapKind] = {name: MapKind(**asdict(spec), function=_FUNCTIONS[name]) for name, spec in DECLARED_MAP_KINDS.items()}
+MAP_KINDS: dict[str, MapKind] = {
+    name: MapKind(**asdict(spec), channel_function=_CHANNEL_FUNCTIONS[name]) for name, spec in DECLARED_MAP_KINDS.items()
+}
 
 
 def get_map_kind(name: str) -> MapKind:
@@ -79,20 +87,68 @@ def compute_maps(
     threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """Several stored map kinds of one label array (see :func:`compute_map`), sharing one
-    own-class distance transform per array (per slice with ``per_slice``)."""
+    own-class distance transform per array (per slice with ``per_slice``): the channels of
+    :func:`map_channels`, stacked."""
     map_kinds = [get_map_kind(kind) for kind in kinds]
     labels = validate_labels(labels, num_classes)
     spacing = validate_spacing(spacing, labels.ndim)
+    own = own_distance_for(labels, spacing, per_slice, threads)
+    return {
+        kind.name: stack_channels(map_channels(kind.name, labels, num_classes, spacing, per_slice, threads, own), kind.num_channels(num_classes), labels.shape)
+        for kind in map_kinds
+    }
+
+
+def own_distance_for(labels: np.ndarray, spacing: Spacing | None = None, per_slice: bool = False, threads: int = 1) -> np.ndarray:
+    """The own-class distance that the maps of :func:`map_channels` share: of the whole array, or of
+    each slice along axis 0 with the in-plane spacing (``per_slice``, 3D labels only)."""
+    labels = validate_labels(labels)
+    spacing = validate_spacing(spacing, labels.ndim)
     if not per_slice:
-        return _maps_of_array(map_kinds, labels, num_classes, spacing, threads)
+        return own_class_distance(labels, spacing, threads)
+    _require_3d(labels)
+    out = np.empty(labels.shape, dtype=np.float32)
+    for z, piece in enumerate(labels):
+        out[z] = own_class_distance(piece, spacing[1:], threads)
+    return out
+
+
+def map_channels(
+    kind: str,
+    labels: np.ndarray,
+    num_classes: int,
+    spacing: Spacing | None = None,
+    per_slice: bool = False,
+    threads: int = 1,
+    own_distance: np.ndarray | None = None,
+    channels: int | None = None,
+) -> Iterator[np.ndarray]:
+    """The channels of :func:`compute_map`, one spatial float32 array at a time, each computed when asked for.
+
+    ``own_distance``: :func:`own_distance_for` of the same labels, spacing and slicing, to share
+    between kinds; ``channels``: only the first ``channels`` channels (default: all). Per
+    slice, channel ``k`` is channel ``k`` of every slice's map, stacked along axis 0.
+    """
+    map_kind = get_map_kind(kind)
+    labels = validate_labels(labels, num_classes)
+    spacing = validate_spacing(spacing, labels.ndim)
+    count = map_kind.num_channels(num_classes) if channels is None else channels
+    if per_slice:
+        _require_3d(labels)
+    own = own_distance_for(labels, spacing, per_slice, threads) if own_distance is None else own_distance
+    if own.shape != labels.shape:
+        raise ValueError(f"own_distance has shape {own.shape} but the labels have shape {labels.shape}")
+    if not per_slice:
+        yield from islice(map_kind.channel_function(labels, num_classes, spacing, threads, own), count)
+        return
+    slices = [map_kind.channel_function(piece, num_classes, spacing[1:], threads, own[z]) for z, piece in enumerate(labels)]
+    for _ in range(count):
+        out = np.empty(labels.shape, dtype=np.float32)
+        for z, channels_of_slice in enumerate(slices):
+            out[z] = next(channels_of_slice)
+        yield out
+
+
+def _require_3d(labels: np.ndarray) -> None:
     if labels.ndim != 3:
         raise ValueError(f"per_slice maps need 3D labels, got shape {labels.shape}")
-    slices = [_maps_of_array(map_kinds, s, num_classes, spacing[1:], threads) for s in labels]
-    return {kind.name: np.stack([maps[kind.name] for maps in slices], axis=1) for kind in map_kinds}
-
-
-def _maps_of_array(
-    map_kinds: list[MapKind], labels: np.ndarray, num_classes: int, spacing: tuple[float, ...], threads: int
-) -> dict[str, np.ndarray]:
-    own = own_class_distance(labels, spacing, threads)
-    return {kind.name: kind.function(labels, num_classes, spacing, threads, own) for kind in map_kinds}

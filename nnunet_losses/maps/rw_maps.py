@@ -23,7 +23,7 @@ Defined edge cases (the papers leave them open):
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -128,17 +128,44 @@ def signed_distance_map(
     ``own_distance``: as in :func:`rrw_compact`.
     """
     labels = validate_labels(labels, num_classes)
+    return stack_channels(signed_distance_channels(labels, num_classes, spacing, kervadec_shift, threads, own_distance), num_classes, labels.shape)
+
+
+def stack_channels(channels: Iterable[np.ndarray], count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """``count`` spatial channels of ``shape`` written one by one into one ``(count, *shape)`` float32 array (no list of them)."""
+    out = np.empty((count,) + tuple(shape), dtype=np.float32)
+    for k, channel in enumerate(channels):
+        out[k] = channel
+    return out
+
+
+def signed_distance_channels(
+    labels: np.ndarray,
+    num_classes: int,
+    spacing: Spacing | None = None,
+    kervadec_shift: bool = False,
+    threads: int = 1,
+    own_distance: np.ndarray | None = None,
+) -> Iterator[np.ndarray]:
+    """The channels of :func:`signed_distance_map`, one spatial float32 array per class ``k = 0 .. C-1``,
+    each computed only when asked for (memory: one channel and the shared own-class distance,
+    whatever the class count)."""
+    labels = validate_labels(labels, num_classes)
     spacing = validate_spacing(spacing, labels.ndim)
-    out = np.zeros((num_classes,) + labels.shape, dtype=np.float32)
     counts = np.bincount(labels.ravel(), minlength=num_classes)
     if np.count_nonzero(counts) == 1:  # one class fills the array: no boundary anywhere
-        return out
+        for _ in range(num_classes):
+            yield np.zeros(labels.shape, dtype=np.float32)
+        return
     inner = _own_distance(labels, spacing, threads, own_distance)
     shift = np.float32(1.0 if kervadec_shift else 0.0)
-    for k in np.flatnonzero(counts):
-        np.copyto(out[k], distance_to_class(labels, k, spacing, threads))
-        np.subtract(shift, inner, out=out[k], where=labels == k)
-    return out
+    for k in range(num_classes):
+        if counts[k] == 0:
+            yield np.zeros(labels.shape, dtype=np.float32)
+            continue
+        channel = distance_to_class(labels, k, spacing, threads)
+        np.subtract(shift, inner, out=channel, where=labels == k)
+        yield channel
 
 
 def boundary_distance_map(labels: np.ndarray, num_classes: int, spacing: Spacing | None = None, threads: int = 1) -> np.ndarray:

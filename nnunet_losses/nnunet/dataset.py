@@ -14,9 +14,11 @@ with zeros exactly where it pads the image. The first transform of the pipeline
 augmentation. nnU-Net's data loader itself is used unchanged.
 
 Cost, in the augmentation workers (what a GPU waits for): each worker opens and checks a
-case's map files once and keeps them open (:class:`OpenMaps`), a crop reads only the
-box from the (uncompressed, memory-mapped) map files, and image and maps are written
-into one preallocated float32 array: no concatenation, no dtype conversion.
+case's map files once and keeps them open (:class:`OpenMaps`), a crop decodes only the
+blocks of the box from the (compressed, memory-mapped) map files, and image and maps are
+written into one preallocated float32 array: the maps are dequantised straight into it
+from a buffer of their stored dtype (:class:`~.map_store.StoredMap`; stored forms and their
+error bounds: :mod:`.map_store`, ``docs/maps.md``), with no concatenation.
 """
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ import blosc2
 import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetBaseDataset
 
-from .map_store import MapStore
+from .map_store import MapStore, StoredMap
 
 
 class ImageWithMaps:
-    """A lazy ``(C_image + C_maps, *spatial)`` float32 array: slicing reads only the requested box."""
+    """A lazy ``(C_image + C_maps, *spatial)`` float32 array: slicing reads only the requested box.
+
+    ``maps``: stored map files (:class:`~.map_store.StoredMap`, decoded on read) or float32 arrays."""
 
     def __init__(self, image, maps: Sequence, case: str, store: MapStore, kinds: Sequence[str]) -> None:
         self.image = image
@@ -57,7 +61,10 @@ class ImageWithMaps:
         for kind, values in zip(self.kinds, self.maps):
             end = start + values.shape[0]
             try:
-                read_box(values, out[start:end], ranges)
+                if isinstance(values, StoredMap):
+                    values.read_into(out[start:end], ranges)  # dequantised from the stored form
+                else:  # a float32 array given directly
+                    read_box(values, out[start:end], ranges)
             except Exception as error:  # blosc2 raises RuntimeError and others on damaged data
                 raise self.store.damaged(self.case, kind, error) from error
             start = end
@@ -91,9 +98,9 @@ class OpenMaps:
         self.store = store
         self.kinds = tuple(kinds)
         self.capacity = capacity
-        self._cases: OrderedDict[str, list[blosc2.NDArray]] = OrderedDict()
+        self._cases: OrderedDict[str, list[StoredMap]] = OrderedDict()
 
-    def get(self, case: str, seg_shape: tuple[int, ...], properties: dict) -> list[blosc2.NDArray]:
+    def get(self, case: str, seg_shape: tuple[int, ...], properties: dict) -> list[StoredMap]:
         if case in self._cases:
             self._cases.move_to_end(case)
             return self._cases[case]

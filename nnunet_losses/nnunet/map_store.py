@@ -6,15 +6,33 @@ every ``*.b2nd`` there for a case and asserts a single file ending, and it delet
 folder when preprocessing is re-run. Out here they survive re-preprocessing and are
 then detected as stale.
 
-Each file is a blosc2 array (float32, stored uncompressed: the augmentation workers
-read a patch's box of every map for every sample, and a memory-mapped uncompressed box
-reads about ten times faster than a ZSTD level 1 one -- what a GPU waits for --, at
-about twice the bytes on disk: ``benchmarks/data_loading.py``, README; chunks sized
-for nnU-Net's patch like its own files, from nnU-Net's ``comp_blosc2_params``,
-``nnunetv2/training/dataloading/nnunet_dataset.py``) with metadata in its ``vlmeta``: map kind, map format version,
-package version, spacing, spatial shape, number of classes, ignore label, whether it
-was computed per slice, a fingerprint of the case's segmentation (size and mtime
-of ``<case>_seg.b2nd`` plus a hash of its content) and a hash of the map's own values.
+Each file is a blosc2 array of shape ``(channels, *spatial)`` in a compact stored form
+(:data:`ENCODINGS`; ``docs/maps.md``, "Stored format", states each form's error and its
+bound on every loss that reads the map), decoded to float32 on read:
+
+* ``rrw`` (values in ``[-1, 0]``): ``uint8`` ``q = round(-255 v)``, decoded ``v' = -q / 255``;
+  ``|v' - v| <= 1/510`` (plus the float32 rounding of the decoded value, below ``2^-22``);
+* ``signed_distance`` (mm): ``float16``, rounded to nearest; ``|v' - v| <= 2^-11 |v|`` (zeros
+  stay exact; a nonzero distance below ``2^-14`` mm or above 65504 mm is refused at writing,
+  so every stored value is a normal float16).
+
+Codecs: ``signed_distance`` ZSTD level 3 with byte shuffle and blosc2's byte-delta filter
+(about 0.3 bytes per voxel and channel; LZ4HC level 6 decodes a patch box 2.7 times as fast
+but takes 25 % more bytes, 2.3 times the writing time, and saved only 2.5 % of the 3d_fullres
+RW-Boundary augmentation per batch, where decoding is a small part; ``docs/maps.md``);
+``rrw`` LZ4HC level 6 (one channel: decoding ten
+times faster than ZSTD matters more than its slower writing). Chunks
+hold one channel (a channel is written without touching the others, so ``setup_maps``
+writes one class channel at a time) and are sized for nnU-Net's patch as its own files
+(nnU-Net's ``comp_blosc2_params``, ``nnunetv2/training/dataloading/nnunet_dataset.py``);
+blocks are small (:data:`BLOCK_BYTES`), so a patch box decodes little more than it needs.
+The ``vlmeta`` holds the map kind, map format version, the stored encoding, package
+version, spacing, spatial shape, number of classes, ignore label, whether it was computed
+per slice, a fingerprint of the case's segmentation (size and mtime of
+``<case>_seg.b2nd`` plus a hash of its content) and a hash of the stored values
+(:func:`values_hash`, channel by channel). Files of an older format version (version 2:
+float32, uncompressed) are never read: they raise :class:`OlderMapFormatError` (a
+:class:`StaleMapsError`) naming the command that rewrites them.
 A file is written under a temporary name (``<name>.partial-<pid>.b2nd``) and renamed
 into place, so a file with the final name is always complete. A write that fails (a
 full disk, a read-only folder) removes its temporary file and raises
@@ -38,12 +56,14 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import blosc2
 import numpy as np
+import torch
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
 
 from .. import __version__
@@ -52,15 +72,87 @@ from ..maps import get_map_kind
 from .configuration import PreprocessedConfiguration
 
 MAP_FOLDER_NAME = "nnunet_losses_maps"
-MAP_FORMAT_VERSION = 2
-"""Bumped whenever a map's definition or metadata changes; older files are then stale
-(version 2 added the hash of the values)."""
+MAP_FORMAT_VERSION = 3
+"""Bumped whenever a map's definition, stored form or metadata changes; older files are then
+stale (version 2 added the hash of the values; version 3 stores the compact encodings of
+:data:`ENCODINGS` instead of uncompressed float32)."""
 METADATA_KEY = "nnunet_losses"
 TEMPORARY_MARKER = ".partial-"
 SLICING_RECORD = "setup_maps.json"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-STORAGE_CPARAMS = {"codec": blosc2.Codec.LZ4, "clevel": 0, "nthreads": 1}
-"""Uncompressed blosc2 chunks (see the module docstring for why)."""
+BLOCK_BYTES = 64 * 1024
+"""Upper bound on the stored bytes of one blosc2 block (the unit a read decodes)."""
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT16_SMALLEST_NORMAL = float(np.finfo(np.float16).tiny)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How one map kind is stored: ``stored = round(value / scale)`` in ``dtype`` (a float
+    ``dtype`` rounds to nearest instead), ``value = stored * scale`` on reading.
+
+    ``low``/``high``: the range of values the encoding accepts (anything else is a bug in
+    the caller and refused); ``smallest``: the smallest nonzero magnitude accepted.
+    """
+
+    dtype: str
+    scale: float
+    low: float
+    high: float
+    smallest: float = 0.0
+    byte_delta: bool = False
+    codec: str = "ZSTD"
+    clevel: int = 3
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def cparams(self) -> dict[str, Any]:
+        filters = [blosc2.Filter.SHUFFLE, *([blosc2.Filter.BYTEDELTA] if self.byte_delta else [])]
+        return {"codec": blosc2.Codec[self.codec], "clevel": self.clevel, "filters": filters, "filters_meta": [0] * len(filters), "nthreads": 1}
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "scale": self.scale}
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """The stored form of float values; ``ValueError`` for values outside the accepted range."""
+        values = np.asarray(values, dtype=np.float32)
+        magnitude = np.abs(values)
+        nonzero_smallest = float(np.min(magnitude, where=magnitude > 0, initial=np.inf))
+        if not np.isfinite(values).all() or values.min(initial=0) < self.low or values.max(initial=0) > self.high or nonzero_smallest < self.smallest:
+            raise ValueError(
+                f"map values must be finite, in [{self.low}, {self.high}] and 0 or at least {self.smallest} in magnitude to be "
+                f"stored as {self.dtype}; got [{values.min()}, {values.max()}], smallest nonzero magnitude {nonzero_smallest}"
+            )
+        if self.numpy_dtype.kind == "f":
+            return values.astype(self.numpy_dtype)
+        stored = np.multiply(values, np.float32(1.0 / self.scale))
+        return np.rint(stored, out=stored).astype(self.numpy_dtype)
+
+    def decode_into(self, stored: np.ndarray, out: np.ndarray) -> None:
+        """``out[...] = stored * scale`` in float32, without a temporary (float16 through torch, whose
+        vectorised conversion is exact and about 40 times faster than numpy's)."""
+        if self.scale == 1.0:
+            torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(stored)))
+        else:
+            np.multiply(stored, np.float32(self.scale), out=out)
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        out = np.empty(stored.shape, dtype=np.float32)
+        self.decode_into(stored, out)
+        return out
+
+
+ENCODINGS: dict[str, Encoding] = {
+    # RRW lies in [-1, 0]: 255 steps of 1/255, error <= 1/510
+    "rrw": Encoding("uint8", scale=-1.0 / 255.0, low=-1.0, high=0.0, codec="LZ4HC", clevel=6),
+    # signed distance (mm): float16, relative error <= 2^-11 for every normal value
+    "signed_distance": Encoding("float16", scale=1.0, low=-FLOAT16_MAX, high=FLOAT16_MAX, smallest=FLOAT16_SMALLEST_NORMAL, byte_delta=True),
+}
+"""The stored form of each map kind (see the module docstring and ``docs/maps.md``)."""
 
 
 class MapError(RuntimeError):
@@ -73,6 +165,10 @@ class MissingMapsError(MapError):
 
 class StaleMapsError(MapError):
     pass
+
+
+class OlderMapFormatError(StaleMapsError):
+    """A map file written in an older map format version (never read; ``setup_maps`` rewrites it)."""
 
 
 class CorruptMapsError(MapError):
@@ -94,11 +190,17 @@ def read_segmentation(seg_file: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return content, {"seg_size": stat.st_size, "seg_mtime_ns": stat.st_mtime_ns, "seg_hash": digest.hexdigest()}
 
 
-def values_hash(values: np.ndarray) -> str:
-    """BLAKE2 hash of a map's float32 values and shape: what a damaged file no longer reproduces."""
-    content = np.ascontiguousarray(values, dtype=np.float32)
-    digest = hashlib.blake2b(content.data, digest_size=16)
-    digest.update(str(content.shape).encode())
+def values_hash(channels: Iterable[np.ndarray]) -> str:
+    """BLAKE2 hash of a map's stored values, fed one channel at a time (so neither writing nor
+    checking holds more than one channel), then of the channel count, shape and dtype: what
+    a damaged file no longer reproduces."""
+    digest = hashlib.blake2b(digest_size=16)
+    count, shape, dtype = 0, (), ""
+    for channel in channels:
+        content = np.ascontiguousarray(channel)
+        digest.update(content.data)
+        count, shape, dtype = count + 1, content.shape, content.dtype.str
+    digest.update(str((count, shape, dtype)).encode())
     return digest.hexdigest()
 
 
@@ -107,20 +209,43 @@ def segmentation_fingerprint(seg_file: Path) -> dict[str, Any]:
     return read_segmentation(seg_file)[1]
 
 
-def chunking(shape: tuple[int, ...], patch_size: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """blosc2 chunks and blocks of a (C, z, y, x) float32 map: chunks sized for the training patch as
-    nnU-Net sizes its own files, holding all channels, since crops read them all; blocks are one
-    channel's (y, x) plane of a chunk, the largest contiguous runs a crop can use (uncompressed
-    data reads about three times faster than with nnU-Net's smaller 3D blocks).
+def chunking(shape: tuple[int, ...], patch_size: tuple[int, ...], itemsize: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """blosc2 chunks and blocks of a stored ``(C, *spatial)`` map of ``itemsize`` bytes per value.
 
-    Uncompressed, the padding of the edge chunks is written in full, so each spatial chunk
-    length ``c`` of an axis of length ``n`` is evened out over the same number of chunks,
-    ``k = ceil(n / c)``: ``c' = ceil(n / k) <= c``, which leaves less than ``k`` voxels of
-    padding (a 160-voxel axis with nnU-Net's 128: two chunks of 80 instead of 256 voxels).
+    nnU-Net's own rule for its files (``comp_blosc2_params``): chunks of one channel, each
+    spatial axis at most 1.5 patch lengths; blocks follow the patch's aspect within
+    :data:`BLOCK_BYTES` (a 128^3 patch: 32^3 float16 blocks; a 2d patch: blocks one slice thick).
+    Writing one channel then rewrites only that channel's chunks, and a patch box decodes
+    only the small blocks it overlaps.
     """
-    _, chunks = comp_blosc2_params((1, *shape[1:]), tuple(patch_size), bytes_per_pixel=4)
-    even = tuple(-(-n // -(-n // c)) for n, c in zip(shape[1:], chunks[1:]))
-    return (shape[0], *even), (1, 1, *even[1:])
+    blocks, chunks = comp_blosc2_params((1, *shape[1:]), tuple(patch_size), bytes_per_pixel=itemsize, max_block_nbytes=BLOCK_BYTES)
+    return (1, *chunks[1:]), (1, *blocks[1:])
+
+
+@dataclass(frozen=True)
+class StoredMap:
+    """An open map file: its shape and how to read a box of it as float32."""
+
+    array: blosc2.NDArray
+    encoding: Encoding
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def read_into(self, out: np.ndarray, ranges: Sequence[tuple[int, int]]) -> None:
+        """``out[...] = map[:, box]`` as float32 (``ranges``: (start, stop) per spatial axis).
+
+        blosc2 decodes only the blocks the box overlaps, straight into a buffer of the stored
+        dtype, which is then dequantised into ``out`` (no other temporary).
+        """
+        if out.size == 0:
+            return
+        stored = np.empty(out.shape, dtype=self.encoding.numpy_dtype)
+        starts = (0, *(start for start, _ in ranges))
+        stops = (self.array.shape[0], *(stop for _, stop in ranges))
+        self.array.get_slice_numpy(stored, (starts, stops))
+        self.encoding.decode_into(stored, out)
 
 
 @dataclass(frozen=True)
@@ -147,6 +272,7 @@ class MapStore:
             "num_classes": self.config.num_classes,
             "ignore_label": self.config.ignore_label,
             "per_slice": per_slice,
+            "encoding": ENCODINGS[kind].metadata,
         }
 
     # --- writing ---------------------------------------------------------------------------------
@@ -154,7 +280,22 @@ class MapStore:
     def write(
         self, case: str, kind: str, array: np.ndarray, per_slice: bool, spacing: tuple[float, ...], fingerprint: dict[str, Any]
     ) -> int:
-        """Write one map atomically; returns the file size in bytes.
+        """Write one map given as a whole ``(C, *spatial)`` array; see :meth:`write_channels`."""
+        return self.write_channels(case, kind, iter(array), array.shape[0], tuple(array.shape[1:]), per_slice, spacing, fingerprint)
+
+    def write_channels(
+        self,
+        case: str,
+        kind: str,
+        channels: Iterable[np.ndarray],
+        num_channels: int,
+        spatial_shape: tuple[int, ...],
+        per_slice: bool,
+        spacing: tuple[float, ...],
+        fingerprint: dict[str, Any],
+    ) -> int:
+        """Write one map atomically from its channels, one at a time (each is encoded, hashed and
+        written before the next is asked for); returns the file size in bytes.
 
         On any error the temporary file is removed, so no partial file remains under
         either name; errors of the file system (full disk, no permission) become a
@@ -163,29 +304,21 @@ class MapStore:
         """
         final = self.path(case, kind)
         temporary = final.with_name(f"{final.stem}{TEMPORARY_MARKER}{os.getpid()}.b2nd")
-        values = np.ascontiguousarray(array, dtype=np.float32)
-        chunks, blocks = chunking(values.shape, tuple(self.config.configuration_manager.patch_size))
-        metadata = {
-            **self.expected_metadata(kind, per_slice, spacing),
-            "shape": list(values.shape[1:]),
-            "package_version": __version__,
-            "values_hash": values_hash(values),
-            **fingerprint,
-        }
+        encoding = ENCODINGS[kind]
+        shape = (num_channels, *spatial_shape)
         try:
-            stored = blosc2.asarray(
-                values,
-                urlpath=str(temporary),
-                mode="w",
-                chunks=chunks,
-                blocks=blocks,
-                cparams=STORAGE_CPARAMS,
-            )
-            stored.vlmeta[METADATA_KEY] = metadata
+            stored, digest = create_map_file(temporary, kind, channels, shape, tuple(self.config.configuration_manager.patch_size))
+            stored.vlmeta[METADATA_KEY] = {
+                **self.expected_metadata(kind, per_slice, spacing),
+                "shape": list(spatial_shape),
+                "package_version": __version__,
+                "values_hash": digest,
+                **fingerprint,
+            }
             del stored
             os.replace(temporary, final)
         except Exception as error:
-            reason = self._write_failure(error, values.nbytes)
+            reason = self._write_failure(error, int(np.prod(shape)) * encoding.numpy_dtype.itemsize)
             temporary.unlink(missing_ok=True)
             if reason is None:
                 raise
@@ -296,17 +429,22 @@ class MapStore:
         return self._open_with_metadata(case, kind)[1]
 
     def check_values(self, case: str, kind: str, metadata: dict[str, Any]) -> None:
-        """Decompress the map and compare the hash of its values with the one written beside them."""
+        """Decompress the map one channel at a time and compare the hash of its stored values with
+        the one written beside them."""
         try:
-            values = blosc2.open(str(self.path(case, kind)), mode="r", dparams={"nthreads": 1})[:]
+            array = blosc2.open(str(self.path(case, kind)), mode="r", dparams={"nthreads": 1})
+            digest = values_hash(array[k] for k in range(array.shape[0]))
         except Exception as error:  # blosc2 raises RuntimeError (and others) on damaged chunks
             raise self.damaged(case, kind, error) from error
-        if values_hash(values) != metadata.get("values_hash"):
+        if digest != metadata.get("values_hash"):
             raise self.damaged(case, kind, "its values differ from those written (content hash mismatch)")
 
     def _check_metadata(
         self, case: str, kind: str, metadata: dict[str, Any], seg_shape: tuple[int, ...], spacing: tuple[float, ...]
     ) -> None:
+        version = metadata.get("format")
+        if version != MAP_FORMAT_VERSION:
+            raise self.other_format(case, kind, version)
         expected = self.expected_metadata(kind, bool(metadata.get("per_slice")), spacing)
         differences = [key for key, value in expected.items() if metadata.get(key) != value]
         if tuple(metadata.get("shape", ())) != tuple(seg_shape):
@@ -316,6 +454,20 @@ class MapStore:
                 f"the {kind!r} map of case {case} is stale ({', '.join(differences)} differ from the preprocessed data, "
                 f"which was re-planned or re-preprocessed). Run: {self.fix_command()}"
             )
+
+    def other_format(self, case: str, kind: str, version: Any) -> StaleMapsError:
+        """The error for a map file of another format version: an older one is rewritten by the fix
+        command; a newer one was written by a newer nnunet-losses."""
+        written = f"format version {version}" if version is not None else "an unknown format"
+        if isinstance(version, int) and version > MAP_FORMAT_VERSION:
+            return StaleMapsError(
+                f"the {kind!r} map of case {case} is in a newer map format ({written}; this nnunet-losses reads version "
+                f"{MAP_FORMAT_VERSION}): upgrade nnunet-losses, or rewrite the maps with this version. Run: {self.fix_command()}"
+            )
+        return OlderMapFormatError(
+            f"the {kind!r} map of case {case} is in an older map format ({written}; this nnunet-losses reads and writes "
+            f"version {MAP_FORMAT_VERSION}) and must be rewritten. Run: {self.fix_command()}"
+        )
 
     def verify(self, case: str, kind: str, content: bool = False) -> dict[str, Any]:
         """Full check of one map against the current segmentation; returns its metadata.
@@ -354,11 +506,49 @@ class MapStore:
                 raise type(problems[0])(f"{len(problems)} of {len(cases)} cases have unusable {kind!r} maps; first: {problems[0]}")
         return per_slice
 
-    def open(self, case: str, kind: str, seg_shape: tuple[int, ...], properties: dict) -> blosc2.NDArray:
+    def open(self, case: str, kind: str, seg_shape: tuple[int, ...], properties: dict) -> StoredMap:
         """Open a map for reading (memory-mapped) after the cheap checks (``properties``: the case's ``.pkl``)."""
         array, metadata = self._open_with_metadata(case, kind, mmap_mode="r", dparams={"nthreads": 1})
         self._check_metadata(case, kind, metadata, seg_shape, self.config.case_spacing(properties))
-        return array
+        if array.dtype != ENCODINGS[kind].numpy_dtype or array.ndim != len(seg_shape) + 1:
+            raise self.damaged(case, kind, f"stored as {array.dtype} with {array.ndim} axes, not as its metadata says")
+        return StoredMap(array, ENCODINGS[kind])
+
+    def read(self, case: str, kind: str) -> np.ndarray:
+        """The whole map of a case as float32 ``(C, *spatial)``, after checking its format (for tests and tools;
+        training reads boxes through :meth:`open`)."""
+        array, metadata = self._open_with_metadata(case, kind)
+        if metadata.get("format") != MAP_FORMAT_VERSION:
+            raise self.other_format(case, kind, metadata.get("format"))
+        try:
+            return ENCODINGS[kind].decode(array[:])
+        except Exception as error:
+            raise self.damaged(case, kind, error) from error
+
+
+def create_map_file(
+    path: Path, kind: str, channels: Iterable[np.ndarray], shape: tuple[int, ...], patch_size: tuple[int, ...]
+) -> tuple[blosc2.NDArray, str]:
+    """Create the blosc2 file of one map of ``shape`` = (C, *spatial) in the stored form of ``kind``
+    (:data:`ENCODINGS`, :func:`chunking`) from its float channels, one at a time; returns the open
+    array (for its metadata) and :func:`values_hash` of the stored values."""
+    encoding = ENCODINGS[kind]
+    chunks, blocks = chunking(shape, patch_size, encoding.numpy_dtype.itemsize)
+    stored = blosc2.empty(shape, dtype=encoding.numpy_dtype, urlpath=str(path), mode="w", chunks=chunks, blocks=blocks, cparams=encoding.cparams)
+    return stored, values_hash(_written_channels(stored, channels, encoding, shape))
+
+
+def _written_channels(stored: blosc2.NDArray, channels: Iterable[np.ndarray], encoding: Encoding, shape: tuple[int, ...]):
+    """Encode each channel, write it into its own chunks of ``stored`` and yield its stored form (for the hash)."""
+    count = 0
+    for count, channel in enumerate(channels, start=1):
+        if count > shape[0] or tuple(channel.shape) != shape[1:]:
+            raise ValueError(f"expected {shape[0]} channels of shape {shape[1:]}, got channel {count} of shape {channel.shape}")
+        values = encoding.encode(channel)
+        stored[count - 1 : count] = values[None]
+        yield values
+    if count != shape[0]:
+        raise ValueError(f"expected {shape[0]} channels, got {count}")
 
 
 def _writer_alive(temporary: Path) -> bool:

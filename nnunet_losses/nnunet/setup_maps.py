@@ -9,7 +9,12 @@ whole case at the configuration's spacing (``--per-slice``: on each slice, as 2d
 configurations see the data) and stores them beside the preprocessed data (see
 :mod:`.map_store`). Valid maps are kept, so a second run does nothing and an
 interrupted run resumes; missing, stale or damaged maps (checked down to the hash of
-their values) are (re)written; ``--overwrite`` rewrites everything.
+their values) are (re)written; ``--overwrite`` rewrites everything. Maps of an older map
+format version are rewritten with a note saying so.
+
+Memory: a case's maps are computed and written one channel at a time (the own-class
+distance is computed once and shared), so a worker holds a few arrays of the case's size
+whatever the number of classes (:func:`write_case`).
 
 Safety with several users and runs:
 
@@ -45,10 +50,11 @@ import blosc2
 import numpy as np
 from tqdm import tqdm
 
-from ..maps import MAP_KINDS
+from ..maps import MAP_KINDS, get_map_kind
+from ..maps.kinds import map_channels, own_distance_for
 from .configuration import ConfigurationError, PreprocessedConfiguration, load_configuration, writable_directory
-from .map_layout import compute_map_stack
-from .map_store import MAP_FOLDER_NAME, MapError, MapStore, MapWriteError, read_segmentation
+from .map_layout import labels_for_maps
+from .map_store import MAP_FOLDER_NAME, MAP_FORMAT_VERSION, MapError, MapStore, MapWriteError, OlderMapFormatError, read_segmentation
 
 DEFAULT_KINDS = tuple(MAP_KINDS)
 LOCK_FILE = ".setup_maps.lock"
@@ -88,30 +94,47 @@ Job = tuple[str, tuple[str, ...], bool, bool]
 """(case, kinds, per_slice, overwrite)"""
 
 
-def needs_writing(store: MapStore, job: Job) -> tuple[str, tuple[str, ...]]:
-    """The kinds of a case whose maps must be (re)written: missing, stale, damaged, of the other slicing,
-    or all with ``overwrite``. Valid files of the other kinds are left as they are."""
+def needs_writing(store: MapStore, job: Job) -> tuple[str, tuple[str, ...], bool]:
+    """The kinds of a case whose maps must be (re)written: missing, stale, damaged, of an older map
+    format, of the other slicing, or all with ``overwrite``; and whether one of them is of an older
+    format. Valid files of the other kinds are left as they are."""
     case, kinds, per_slice, overwrite = job
-    return case, tuple(kind for kind in kinds if overwrite or not _valid(store, case, kind, per_slice))
+    states = {kind: _state(store, case, kind, per_slice) for kind in kinds}
+    return case, tuple(kind for kind in kinds if overwrite or states[kind] != "valid"), "older format" in states.values()
 
 
-def _valid(store: MapStore, case: str, kind: str, per_slice: bool) -> bool:
+def _state(store: MapStore, case: str, kind: str, per_slice: bool) -> str:
+    """``"valid"``, ``"older format"`` or ``"invalid"``."""
     try:
-        return bool(store.verify(case, kind, content=True)["per_slice"]) == per_slice
+        return "valid" if bool(store.verify(case, kind, content=True)["per_slice"]) == per_slice else "invalid"
+    except OlderMapFormatError:
+        return "older format"
     except MapError:
-        return False
+        return "invalid"
 
 
 def write_case(store: MapStore, job: Job) -> CaseResult:
-    """Compute and write the maps of one case (the job's kinds only)."""
+    """Compute and write the maps of one case (the job's kinds only), one channel at a time.
+
+    The segmentation becomes the labels of the maps (:func:`~.map_layout.labels_for_maps`), their
+    own-class distance is computed once, and each kind's channels are computed, encoded and
+    written one after the other (:func:`~nnunet_losses.maps.kinds.map_channels`,
+    :meth:`~.map_store.MapStore.write_channels`): peak memory is a few arrays of the case's
+    size, whatever its class count. The values are those of :func:`~.map_layout.compute_map_stack`.
+    """
     case, kinds, per_slice, _ = job
     config = store.config
     content, fingerprint = read_segmentation(store.seg_file(case))
-    segmentation = content[0]
+    labels, classes = labels_for_maps(content[0], config.num_classes, config.ignore_label)
+    del content
     spacing = config.case_spacing(config.load_properties(case))
-    maps = compute_map_stack(segmentation, kinds, config.num_classes, config.ignore_label, spacing, per_slice)
-    written = sum(store.write(case, kind, values, per_slice, spacing, fingerprint) for kind, values in maps.items())
-    return CaseResult(case, written=True, voxels=int(np.prod(segmentation.shape)), bytes=written)
+    own = own_distance_for(labels, spacing, per_slice)
+    written = 0
+    for kind in kinds:
+        count = get_map_kind(kind).num_channels(config.num_classes)  # the ignore label's channel is not written
+        channels = map_channels(kind, labels, classes, spacing, per_slice, own_distance=own, channels=count)
+        written += store.write_channels(case, kind, channels, count, tuple(labels.shape), per_slice, spacing, fingerprint)
+    return CaseResult(case, written=True, voxels=int(np.prod(labels.shape)), bytes=written)
 
 
 _WORKER_STORE: MapStore | None = None
@@ -252,7 +275,16 @@ def write_configuration_maps(
         try:
             with _worker_pool(config, processes) as pool:
                 with tqdm(total=len(jobs), desc=f"check maps {name}", unit="case", disable=not progress) as bar:
-                    needed = dict(_map_jobs(needs_writing, store, jobs, pool, bar))
+                    checked = _map_jobs(needs_writing, store, jobs, pool, bar)
+                needed = {case: kinds_to_write for case, kinds_to_write, _ in checked}
+                older = sum(1 for _, _, older_format in checked if older_format)
+                if older:
+                    print(
+                        f"note: {older} of {len(cases)} cases of {name} have maps in an older map format; "
+                        f"rewriting them in format version {MAP_FORMAT_VERSION}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 to_write = [(case, needed[case], chosen, overwrite) for case in cases if needed[case]]
                 _prepare_folder(store, chosen, bool(to_write))
                 with tqdm(total=len(to_write), desc=f"write maps {name}", unit="case", disable=not progress or not to_write) as bar:
