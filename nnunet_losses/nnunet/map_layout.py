@@ -14,12 +14,13 @@ ignored region counts as "another class", so distances end at its border).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..maps import MAP_KINDS, compute_maps, get_map_kind
+from ..maps import MAP_KINDS, get_map_kind, map_channels, own_distance_for
+from ..maps.rw_maps import stack_channels
 
 KIND_ORDER = tuple(MAP_KINDS)
 
@@ -72,6 +73,27 @@ def labels_for_maps(segmentation: np.ndarray, num_classes: int, ignore_label: in
     return labels, num_classes + 1
 
 
+def map_stack_channels(
+    segmentation: np.ndarray,
+    kinds: Sequence[str],
+    num_classes: int,
+    ignore_label: int | None,
+    spacing: Sequence[float],
+    per_slice: bool = False,
+    threads: int = 1,
+) -> dict[str, tuple[int, Iterator[np.ndarray]]]:
+    """Per kind, its channel count and its channels for one nnU-Net segmentation, each computed when
+    asked for (:func:`~nnunet_losses.maps.kinds.map_channels`): the labels of :func:`labels_for_maps`,
+    one own-class distance shared by every kind, and the ignore label's channels never computed."""
+    labels, classes = labels_for_maps(segmentation, num_classes, ignore_label)
+    own = own_distance_for(labels, spacing, per_slice, threads)
+    streams = {}
+    for kind in kinds:
+        count = get_map_kind(kind).num_channels(num_classes)
+        streams[kind] = (count, map_channels(kind, labels, classes, spacing, per_slice, threads, own, channels=count))
+    return streams
+
+
 def compute_map_stack(
     segmentation: np.ndarray,
     kinds: Sequence[str],
@@ -81,7 +103,7 @@ def compute_map_stack(
     per_slice: bool = False,
     threads: int = 1,
 ) -> dict[str, np.ndarray]:
-    """Maps of each kind for one nnU-Net segmentation (spatial array, 2D or 3D)."""
-    labels, classes = labels_for_maps(segmentation, num_classes, ignore_label)
-    maps = compute_maps(kinds, labels, classes, spacing, per_slice=per_slice, threads=threads)
-    return {kind: values[: get_map_kind(kind).num_channels(num_classes)] for kind, values in maps.items()}
+    """Maps of each kind for one nnU-Net segmentation (spatial array, 2D or 3D): the channels of
+    :func:`map_stack_channels`, stacked."""
+    streams = map_stack_channels(segmentation, kinds, num_classes, ignore_label, spacing, per_slice, threads)
+    return {kind: stack_channels(channels, count, segmentation.shape) for kind, (count, channels) in streams.items()}

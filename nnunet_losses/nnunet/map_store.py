@@ -134,7 +134,8 @@ class Encoding:
 
     def decode_into(self, stored: np.ndarray, out: np.ndarray) -> None:
         """``out[...] = stored * scale`` in float32, without a temporary (float16 through torch, whose
-        vectorised conversion is exact and about 40 times faster than numpy's)."""
+        conversion is exact and, one thread, about 2.5 times as fast as numpy's here: 1.7 against
+        0.7 G values/s)."""
         if self.scale == 1.0:
             torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(stored)))
         else:
@@ -442,9 +443,7 @@ class MapStore:
     def _check_metadata(
         self, case: str, kind: str, metadata: dict[str, Any], seg_shape: tuple[int, ...], spacing: tuple[float, ...]
     ) -> None:
-        version = metadata.get("format")
-        if version != MAP_FORMAT_VERSION:
-            raise self.other_format(case, kind, version)
+        self._check_format(case, kind, metadata)
         expected = self.expected_metadata(kind, bool(metadata.get("per_slice")), spacing)
         differences = [key for key, value in expected.items() if metadata.get(key) != value]
         if tuple(metadata.get("shape", ())) != tuple(seg_shape):
@@ -454,6 +453,11 @@ class MapStore:
                 f"the {kind!r} map of case {case} is stale ({', '.join(differences)} differ from the preprocessed data, "
                 f"which was re-planned or re-preprocessed). Run: {self.fix_command()}"
             )
+
+    def _check_format(self, case: str, kind: str, metadata: dict[str, Any]) -> None:
+        """Raise :meth:`other_format`'s error unless the file is of this map format version."""
+        if metadata.get("format") != MAP_FORMAT_VERSION:
+            raise self.other_format(case, kind, metadata.get("format"))
 
     def other_format(self, case: str, kind: str, version: Any) -> StaleMapsError:
         """The error for a map file of another format version: an older one is rewritten by the fix
@@ -518,8 +522,7 @@ class MapStore:
         """The whole map of a case as float32 ``(C, *spatial)``, after checking its format (for tests and tools;
         training reads boxes through :meth:`open`)."""
         array, metadata = self._open_with_metadata(case, kind)
-        if metadata.get("format") != MAP_FORMAT_VERSION:
-            raise self.other_format(case, kind, metadata.get("format"))
+        self._check_format(case, kind, metadata)
         try:
             return ENCODINGS[kind].decode(array[:])
         except Exception as error:

@@ -50,10 +50,9 @@ import blosc2
 import numpy as np
 from tqdm import tqdm
 
-from ..maps import MAP_KINDS, get_map_kind
-from ..maps.kinds import map_channels, own_distance_for
+from ..maps import MAP_KINDS
 from .configuration import ConfigurationError, PreprocessedConfiguration, load_configuration, writable_directory
-from .map_layout import labels_for_maps
+from .map_layout import map_stack_channels
 from .map_store import MAP_FOLDER_NAME, MAP_FORMAT_VERSION, MapError, MapStore, MapWriteError, OlderMapFormatError, read_segmentation
 
 DEFAULT_KINDS = tuple(MAP_KINDS)
@@ -116,25 +115,20 @@ def _state(store: MapStore, case: str, kind: str, per_slice: bool) -> str:
 def write_case(store: MapStore, job: Job) -> CaseResult:
     """Compute and write the maps of one case (the job's kinds only), one channel at a time.
 
-    The segmentation becomes the labels of the maps (:func:`~.map_layout.labels_for_maps`), their
-    own-class distance is computed once, and each kind's channels are computed, encoded and
-    written one after the other (:func:`~nnunet_losses.maps.kinds.map_channels`,
-    :meth:`~.map_store.MapStore.write_channels`): peak memory is a few arrays of the case's
-    size, whatever its class count. The values are those of :func:`~.map_layout.compute_map_stack`.
+    Each kind's channels (:func:`~.map_layout.map_stack_channels`, the values of
+    :func:`~.map_layout.compute_map_stack`) are computed, encoded and written one after the other
+    (:meth:`~.map_store.MapStore.write_channels`): peak memory is a few arrays of the case's size,
+    whatever its class count.
     """
     case, kinds, per_slice, _ = job
     config = store.config
     content, fingerprint = read_segmentation(store.seg_file(case))
-    labels, classes = labels_for_maps(content[0], config.num_classes, config.ignore_label)
-    del content
     spacing = config.case_spacing(config.load_properties(case))
-    own = own_distance_for(labels, spacing, per_slice)
-    written = 0
-    for kind in kinds:
-        count = get_map_kind(kind).num_channels(config.num_classes)  # the ignore label's channel is not written
-        channels = map_channels(kind, labels, classes, spacing, per_slice, own_distance=own, channels=count)
-        written += store.write_channels(case, kind, channels, count, tuple(labels.shape), per_slice, spacing, fingerprint)
-    return CaseResult(case, written=True, voxels=int(np.prod(labels.shape)), bytes=written)
+    shape = tuple(content.shape[1:])
+    streams = map_stack_channels(content[0], kinds, config.num_classes, config.ignore_label, spacing, per_slice)
+    del content  # the streams hold the labels they need
+    written = sum(store.write_channels(case, kind, channels, count, shape, per_slice, spacing, fingerprint) for kind, (count, channels) in streams.items())
+    return CaseResult(case, written=True, voxels=int(np.prod(shape)), bytes=written)
 
 
 _WORKER_STORE: MapStore | None = None
