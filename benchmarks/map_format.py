@@ -83,7 +83,7 @@ def measure(classes: int, depth: int, reads: int, folder: Path) -> None:
             sizes["baseline"].append(old_path.stat().st_size)
             sizes["compact"].append(new_path.stat().st_size)
             old.append(blosc2.open(str(old_path), mode="r", mmap_mode="r", dparams={"nthreads": 1}))
-            new.append(StoredMap(blosc2.open(str(new_path), mode="r", mmap_mode="r", dparams={"nthreads": 1}), ENCODINGS[kind]))
+            new.append(StoredMap(blosc2.open(str(new_path), mode="r", mmap_mode="r", dparams={"nthreads": 1}), ENCODINGS[kind], "benchmark", kind))
         channels = sum(m.shape[0] for m in maps.values())
         out = np.empty((channels, *box), dtype=np.float32)
         times: dict[str, list[float]] = {"baseline": [], "compact": []}

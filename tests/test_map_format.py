@@ -228,14 +228,17 @@ def test_values_hash_catches_a_changed_stored_value(small_store):
         store.verify("case_000", "signed_distance", content=True)
 
 
-def test_a_patch_box_is_dequantised_into_the_loaders_float32_buffer(small_store):
-    from nnunet_losses.nnunet.dataset import ImageWithMaps
-
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_patch_box_is_read_flipped_and_rounded_once(small_store, dtype):
+    """A box of a stored map, read as the patch sampler reads it (flipped along some axes, into float32 or into the
+    float16 maps travel in), equals the whole decoded map's box, flipped, rounded once to ``dtype``."""
     store, labels, spacing = small_store
-    kinds = ("rrw", "signed_distance")
-    maps = [store.open("case_000", kind, labels.shape, {"spacing": list(spacing)}) for kind in kinds]
-    image = np.arange(labels.size, dtype=np.float32).reshape(1, *labels.shape)
-    lazy = ImageWithMaps(image, maps, "case_000", store, kinds)
-    reference = np.concatenate([image, *(store.read("case_000", kind) for kind in kinds)])
-    for box in [(slice(None), slice(3, 11), slice(5, 64), slice(0, 17)), (slice(None), slice(0, 0)), (slice(None),)]:
-        np.testing.assert_array_equal(lazy[box], reference[box])
+    for kind in ("rrw", "signed_distance"):
+        stored = store.open("case_000", kind, labels.shape, {"spacing": list(spacing)})
+        whole = torch.from_numpy(store.read("case_000", kind))
+        for box, flips in [((slice(3, 11), slice(5, 64), slice(0, 17)), ()), ((slice(0, 4), slice(1, 2), slice(9, 30)), (0, 2)),
+                           ((slice(None),) * 3, (1,))]:
+            expected = whole[(slice(None), *box)].flip([axis + 1 for axis in flips]).to(getattr(torch, np.dtype(dtype).name))
+            out = np.empty(expected.shape, dtype=dtype)
+            stored.read_into(out, [s.indices(n)[:2] for s, n in zip(box, labels.shape)], flips=flips)
+            assert torch.equal(torch.from_numpy(out), expected)

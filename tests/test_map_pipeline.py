@@ -17,6 +17,7 @@ nnU-Net's dummy-2D augmentation.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from collections.abc import Sequence
@@ -28,18 +29,24 @@ import pytest
 import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.spatial.rot90 import Rot90Transform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
-from batchgeneratorsv2.transforms.utils.pseudo2d import Convert3DTo2DTransform
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_losses.losses import RegionWiseLoss
 from nnunet_losses.nnunet.configuration import load_configuration
-from nnunet_losses.nnunet.dataset import ImageWithMaps
+from nnunet_losses.nnunet.dataset import CropHandoff, RecordingImage
+from nnunet_losses.nnunet.map_store import MapStore
 from nnunet_losses.nnunet.map_layout import compute_map_stack
 from nnunet_losses.nnunet.setup_maps import write_configuration_maps
 from nnunet_losses.nnunet.small_plans import make_small_plans
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
-from nnunet_losses.nnunet.transforms import ZoomRecordingSpatialTransform, downsample_like_segmentation
+from nnunet_losses.nnunet.transforms import RecordingSpatialTransform, add_map_transforms, downsample_like_segmentation
 from nnunet_losses.synthetic import write_raw_dataset
 
 from conftest import run_command
@@ -147,7 +154,7 @@ def loaders(trainer):
 
 
 def spatial_transform(pipeline) -> SpatialTransform:
-    wrapped = [t for t in pipeline.transforms if isinstance(t, ZoomRecordingSpatialTransform)]
+    wrapped = [t for t in pipeline.transforms if isinstance(t, RecordingSpatialTransform)]
     assert len(wrapped) == 1, "the trainer must wrap nnU-Net's one SpatialTransform"
     return wrapped[0].spatial
 
@@ -161,49 +168,147 @@ def split_target(trainer, batch: dict) -> tuple[list, list]:
     return segs, maps
 
 
-# --- the zoom correction: right in every configuration, per channel ------------------------------------------------
+# --- the maps are what nnU-Net's own transforms make of them -----------------------------------------------------------
+
+
+class MapsAsImageChannels:
+    """Reference dataset: nnU-Net's dataset with the case's whole maps (float32, as stored) behind the image channels,
+    so that nnU-Net's loader crops and pads them with the image."""
+
+    def __init__(self, dataset, store: MapStore, kinds) -> None:
+        self.dataset, self.store, self.kinds = dataset, store, kinds
+        self.identifiers = dataset.identifiers
+
+    def load_case(self, identifier):
+        data, seg, seg_prev, properties = self.dataset.load_case(identifier)
+        maps = [self.store.read(identifier, kind) for kind in self.kinds]
+        return np.concatenate([np.asarray(data[:]), *maps]), seg, seg_prev, properties
+
+
+class MapsToRegressionTarget(BasicTransform):
+    def __init__(self, num_channels: int) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+
+    def apply(self, data_dict, **params):
+        image = data_dict["image"]
+        data_dict["regression_target"], data_dict["image"] = image[-self.num_channels :], image[: -self.num_channels]
+        return data_dict
+
+
+class KeepRegressionTarget(BasicTransform):
+    """Last reference transform: the augmented maps travel on as segmentation channels of the full-resolution target."""
+
+    def apply(self, data_dict, **params):
+        maps = data_dict.pop("regression_target")
+        segmentation = data_dict["segmentation"]
+        first = segmentation[0] if isinstance(segmentation, list) else segmentation
+        packed = torch.cat([first.float(), maps])
+        data_dict["segmentation"] = [packed, *segmentation[1:]] if isinstance(segmentation, list) else packed
+        return data_dict
+
+
+class ZoomOf(BasicTransform):
+    """Reference spatial transform: nnU-Net's, noting the scaling it drew (``p_synchronize_scaling_across_axes=1``)."""
+
+    def __init__(self, spatial: SpatialTransform, zooms: list) -> None:
+        super().__init__()
+        self.spatial, self.zooms = spatial, zooms
+
+    def get_parameters(self, **data_dict):
+        return self.spatial.get_parameters(**data_dict)
+
+    def apply(self, data_dict, **params):
+        affine = params["affine"]  # R @ S with one scale factor s: det = s^dim
+        self.zooms.append(1.0 if affine is None else float(abs(np.linalg.det(affine)) ** (1.0 / affine.shape[0])))
+        return self.spatial.apply(data_dict, **params)
+
+
+def reference_loader(trainer, pipeline: ComposeTransforms, zooms: list):
+    """nnU-Net's own training loader, its pipeline the trainer's own (a copy of ``pipeline``, nnU-Net's transforms
+    unwrapped, in the state they had: some of nnU-Net's transforms shuffle lists they keep), the maps cropped with
+    the image and moved by nnU-Net as its regression target."""
+    def unwrapped(transform):
+        if isinstance(transform, RecordingSpatialTransform):
+            return ZoomOf(transform.spatial, zooms)
+        return getattr(transform, "mirror", transform)
+
+    layout = trainer.map_transport.layout
+    own = [unwrapped(t) for t in copy.deepcopy(pipeline.transforms)[1:-1]]  # without TakeCaseCrop and MapsToTarget
+    assert not any(type(t).__module__.startswith("nnunet_losses") for t in own)
+    train, _ = nnUNetTrainer.get_tr_and_val_datasets(trainer)
+    dataset = MapsAsImageChannels(train, MapStore(trainer.preprocessed_config), layout.kinds)
+    _, _, initial_patch, _ = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    return nnUNetDataLoader(
+        dataset, trainer.batch_size, initial_patch, trainer.configuration_manager.patch_size, trainer.label_manager,
+        oversample_foreground_percent=trainer.oversample_foreground_percent,
+        transforms=ComposeTransforms([MapsToRegressionTarget(layout.num_channels), *own, KeepRegressionTarget()]),
+        probabilistic_oversampling=trainer.probabilistic_oversampling,
+    )
+
+
+SPATIAL_DRAWS = {  # (p_rotation, p_scaling, scaling): none (a box), rotation only, zoom only, nnU-Net's own draw
+    "box": (0.0, 0.0, None), "rotation": (1.0, 0.0, None), "zoom_out": (0.0, 1.0, (1.25, 1.25)), "zoom_in": (0.0, 1.0, (0.8, 0.8)),
+    "nnunet": (None, None, None),
+}
+
+
+def force_draws(spatial: SpatialTransform, draw: str) -> None:
+    p_rotation, p_scaling, scaling = SPATIAL_DRAWS[draw]
+    if p_rotation is not None:
+        spatial.p_rotation, spatial.p_scaling = p_rotation, p_scaling
+    if scaling is not None:
+        spatial.scaling = scaling
 
 
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)
-@pytest.mark.parametrize("zoom", [0.8, 1.25])
-def test_constant_mm_map_reads_value_over_zoom_in_every_channel_and_slice(pipeline_dataset, monkeypatch, configuration, zoom):
-    """A constant 10 mm signed-distance map comes out as 10 / zoom everywhere, the RRW channel (-0.5) untouched,
-    through the trainer's own training pipeline with nnU-Net's SpatialTransform forced to zoom."""
+@pytest.mark.parametrize("draw", sorted(SPATIAL_DRAWS))
+def test_maps_equal_nnunets_own_augmentation_of_them_as_a_regression_target(pipeline_dataset, monkeypatch, configuration, draw):
+    """The trainer's maps, read once for the final patch, are exactly what nnU-Net's own loader and transforms make of
+    the stored maps cropped with the image (linear interpolation, zero padding, mirroring), divided by the zoom in
+    the mm channels, at every deep-supervision scale, rounded to the float16 they travel in; image and target are
+    nnU-Net's, bit for bit. Same seeds, so
+    the same cases, boxes, rotations, zooms and flips; in the cascade also the same previous-stage channels."""
     trainer = build_trainer(nnUNetTrainerPipelineMaps, configuration, pipeline_dataset, monkeypatch)
-    rotation, dummy_2d, initial_patch, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-    assert dummy_2d == DUMMY_2D[configuration]
-    pipeline = trainer.get_training_transforms(
-        trainer.configuration_manager.patch_size, rotation, trainer._get_deep_supervision_scales(), mirror_axes, dummy_2d,
-        use_mask_for_norm=trainer.configuration_manager.use_mask_for_norm, is_cascaded=trainer.is_cascaded,
-        foreground_labels=trainer.label_manager.foreground_labels, ignore_label=trainer.label_manager.ignore_label,
-    )
-    assert any(isinstance(t, Convert3DTo2DTransform) for t in pipeline.transforms) == dummy_2d
-    spatial = spatial_transform(pipeline)
-    spatial.p_rotation, spatial.p_scaling, spatial.scaling = 0.0, 1.0, (zoom, zoom)
+    train, _ = loaders(trainer)
+    zooms: list[float] = []
+    force_draws(spatial_transform(train.transforms), draw)
+    layout, transported = trainer.map_transport.layout, trainer.map_transport.target_dtype
+    assert transported == torch.float16  # labels up to 2048: the maps travel as float16, rounded once
+    mm = np.zeros(layout.num_channels, dtype=bool)
+    for channels in layout.mm_slices:
+        mm[channels] = True
+    for seed in range(2):
+        reference = reference_loader(trainer, train.transforms, zooms)
+        np.random.seed(seed), torch.manual_seed(seed)
+        batch = next(train)
+        np.random.seed(seed), torch.manual_seed(seed)
+        expected = reference.generate_train_batch()
+        assert torch.equal(batch["data"], expected["data"])
+        segs, maps = split_target(trainer, batch)
+        reference_full = expected["target"][0]
+        assert torch.equal(segs[0], reference_full[:, :1].to(torch.int16))
+        assert all(torch.equal(seg, target) for seg, target in zip(segs[1:], expected["target"][1:]))
+        batch_zooms, zooms[:] = list(zooms), []
+        assert len(batch_zooms) == trainer.batch_size
+        for item, zoom in enumerate(batch_zooms):
+            if draw.startswith("zoom"):
+                assert zoom == pytest.approx(SPATIAL_DRAWS[draw][2][0])
+            reference_maps = reference_full[item, 1:].clone()
+            reference_maps[mm] /= zoom
+            for scale, scale_maps in zip(trainer._get_deep_supervision_scales(), maps):
+                want = downsample_like_segmentation(reference_maps, scale).to(transported).float()
+                assert torch.equal(scale_maps[item], want)
+        assert np.any(maps[0].numpy()[:, mm] != 0)
 
-    layout = trainer.map_transport.layout
-    patch = tuple(int(p) for p in initial_patch)
-    image_channels = len(trainer.dataset_json["channel_names"])
-    maps = torch.empty((layout.num_channels, *patch))
-    maps[layout.channels("rrw")] = -0.5
-    maps[layout.channels("signed_distance")] = 10.0
-    rng = np.random.default_rng(0)
-    labels = torch.from_numpy(rng.integers(0, NUM_CLASSES, (2 if trainer.is_cascaded else 1, *patch))).short()
-    out = pipeline(image=torch.cat([torch.rand((image_channels, *patch)), maps]), segmentation=labels)
 
-    assert out["image"].shape[0] == trainer.num_input_channels  # no map channel reaches the network
-    segs, stacked = split_target(trainer, {"target": [scale[None] for scale in out["segmentation"]]})
-    for seg, scale_maps in zip(segs, stacked):
-        seg, scale_maps = seg[0], scale_maps[0]
-        assert scale_maps.shape == (layout.num_channels, *seg.shape[1:])
-        # Where zooming out reaches past the loaded patch, zero padding enters both channels with the same
-        # interpolation weight w: RRW reads -0.5 w and the distances 10 w / zoom, in every channel and slice.
-        weight = scale_maps[layout.channels("rrw")].numpy() / -0.5
-        distances = scale_maps[layout.channels("signed_distance")].numpy()
-        np.testing.assert_allclose(distances, np.broadcast_to(weight * 10.0 / zoom, distances.shape), rtol=1e-5, atol=1e-5)
-        inside = np.isclose(weight[0], 1.0, rtol=1e-6, atol=0)  # RRW never rescaled: exactly -0.5 inside
-        assert inside.mean() > (0.999 if zoom < 1 else 0.5)
-        np.testing.assert_allclose(distances[:, inside], 10.0 / zoom, rtol=1e-6)
+def test_a_transform_that_moves_voxels_otherwise_is_refused(pipeline_dataset, monkeypatch):
+    """nnU-Net's Rot90Transform (used by some of its trainer variants), bare or in a RandomTransform, would move the
+    patch without the maps: the trainer refuses to build that pipeline."""
+    trainer = build_trainer(nnUNetTrainerPipelineMaps, "3d_fullres", pipeline_dataset, monkeypatch)
+    for extra in (Rot90Transform((1, 2, 3), (0, 1)), RandomTransform(Rot90Transform((1, 2, 3), (0, 1)), 0.5)):
+        with pytest.raises(ValueError, match="Rot90Transform moves the voxels of the patch"):
+            add_map_transforms(ComposeTransforms([extra]), trainer.map_transport, None, CropHandoff())
 
 
 # --- the real data loaders: maps aligned with the target at every scale ------------------------------------------
@@ -287,20 +392,17 @@ def test_deep_supervision_maps_come_from_the_voxels_nnunet_picks(pipeline_datase
         np.testing.assert_array_equal(downsample_like_segmentation(indices, scale).numpy(), nnunet_pick.numpy())
 
 
-@pytest.mark.parametrize("stored", ["numpy", "blosc2"])
-def test_image_with_maps_reads_exactly_the_box(stored):
-    """The lazy image-with-maps array nnU-Net's loader crops equals the concatenated arrays, for in-bounds boxes,
-    boxes touching the border and empty boxes (what ``crop_and_pad_nd`` asks for)."""
-    rng = np.random.default_rng(0)
-    image, maps = rng.random((1, 6, 30, 40)).astype(np.float32), rng.random((4, 6, 30, 40)).astype(np.float32)
-    if stored == "blosc2":
-        arrays = [blosc2.asarray(image, chunks=(1, 6, 16, 16), blocks=(1, 1, 16, 16)),
-                  blosc2.asarray(maps, chunks=(4, 6, 16, 16), blocks=(1, 1, 16, 16), cparams={"clevel": 0})]
-    else:
-        arrays = [image, maps]
-    lazy = ImageWithMaps(arrays[0], arrays[1:], "case", None, ["signed_distance"])
-    assert lazy.shape == (5, 6, 30, 40) and lazy.dtype == np.float32
-    reference = np.concatenate([image, maps])
-    for box in [(slice(None), slice(1, 5), slice(3, 29), slice(0, 40)), (slice(None),),
-                (slice(None), slice(2, 2), slice(0, 3)), (slice(None), slice(0, 6), slice(10, 30), slice(35, 40))]:
-        np.testing.assert_array_equal(lazy[box], reference[box])
+def test_recording_image_reads_as_nnunet_and_records_where_the_crop_lies():
+    """Sliced by nnU-Net's ``crop_and_pad_nd``, the case's image gives what nnU-Net's own slicing gives, and the crop it
+    leaves in the hand-off begins where the box began, also on both sides of a case shorter than the box."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
+
+    image = np.random.default_rng(0).random((1, 6, 30, 40)).astype(np.float32)
+    handoff = CropHandoff()
+    recording = RecordingImage(blosc2.asarray(image, chunks=(1, 6, 16, 16), blocks=(1, 1, 16, 16)), [], "case", handoff)
+    for bbox in ([[1, 5], [3, 29], [0, 40]], [[-2, 9], [-5, 35], [30, 50]], [[2, 3], [0, 30], [-7, 44]]):
+        np.testing.assert_array_equal(crop_and_pad_nd(recording, bbox, 0), crop_and_pad_nd(image, bbox, 0))
+        crop = handoff.take()
+        assert (crop.origin, crop.shape, crop.case_shape) == (tuple(a for a, _ in bbox), tuple(b - a for a, b in bbox), (6, 30, 40))
+    with pytest.raises(RuntimeError, match="no crop of a case with maps is pending"):
+        handoff.take()

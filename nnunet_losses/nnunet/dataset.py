@@ -1,90 +1,117 @@
-"""Precomputed maps enter nnU-Net's data loader as extra image channels.
+"""Where nnU-Net's data loader cut each crop: the dataset side of reading precomputed maps.
 
 nnU-Net's data loader (``nnunetv2/training/dataloading/data_loader.py``,
-``nnUNetDataLoader.generate_train_batch``) crops ``data`` and ``seg`` of a case with one
-bounding box through ``acvl_utils``' ``crop_and_pad_nd`` (which slices the array once
-with the in-bounds box and pads the rest) and hands only ``image`` and ``segmentation``
-to the transforms. :class:`MapAttachingDataset` wraps nnU-Net's dataset (an
-``nnUNetBaseDataset``, ``nnunetv2/training/dataloading/nnunet_dataset.py``) so that
-``load_case`` returns the image with the case's maps stacked behind its channels,
-lazily: the loader's own crop then reads the maps of exactly that box and pads them
-with zeros exactly where it pads the image. The first transform of the pipeline
-(:class:`~.transforms.SplitMapsFromImage`) moves those channels into the
-``regression_target`` that batchgenerators carries through spatial and mirror
-augmentation. nnU-Net's data loader itself is used unchanged.
+``nnUNetDataLoader.generate_train_batch``) handles one sample at a time: it loads a case
+(``dataset.load_case``), draws a box (``get_bbox``), crops image and segmentation with
+``acvl_utils``' ``crop_and_pad_nd`` (which slices the array once with the part of the box
+inside the case, then ``np.pad``-s the rest with zeros) and runs the transforms on that
+crop right away. It hands only ``image`` and ``segmentation`` to the transforms.
 
-Cost, in the augmentation workers (what a GPU waits for): each worker opens and checks a
-case's map files once and keeps them open (:class:`OpenMaps`), a crop decodes only the
-blocks of the box from the (compressed, memory-mapped) map files, and image and maps are
-written into one preallocated float32 array: the maps are dequantised straight into it
-from a buffer of their stored dtype (:class:`~.map_store.StoredMap`; stored forms and their
-error bounds: :mod:`.map_store`, ``docs/maps.md``), with no concatenation.
+:class:`CaseMapsDataset` wraps nnU-Net's dataset (an ``nnUNetBaseDataset``,
+``nnunetv2/training/dataloading/nnunet_dataset.py``) so that ``load_case`` returns the
+image as a :class:`RecordingImage`: slicing it reads the image exactly as nnU-Net does and
+leaves a :class:`~.patch_sampling.CaseCrop` — the case, its open map files and where the
+box lies in it — in a :class:`CropHandoff` that the first map transform takes
+(:class:`~.transforms.TakeCaseCrop`). The padding ``crop_and_pad_nd`` adds is reported by
+the sliced array itself (:class:`CroppedImage`, through NumPy's ``__array_function__``
+protocol for ``np.pad``), which fixes where a box longer than the case began. No map value
+is read here: :func:`~.patch_sampling.sample_patch_maps` reads the final patch's maps
+once, at the end of the pipeline. nnU-Net's data loader and its image reads are unchanged.
+
+Each augmentation worker opens and checks a case's map files once and keeps them open
+(:class:`OpenMaps`).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
-import blosc2
 import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetBaseDataset
 
 from .map_store import MapStore, StoredMap
+from .patch_sampling import CaseCrop
 
 
-class ImageWithMaps:
-    """A lazy ``(C_image + C_maps, *spatial)`` float32 array: slicing reads only the requested box.
+class CropHandoff:
+    """The crop of the sample in progress, from the dataset's image read to the first map transform.
 
-    ``maps``: stored map files (:class:`~.map_store.StoredMap`, decoded on read) or float32 arrays."""
+    nnU-Net's loader crops a sample and transforms it before it loads the next, so one slot is
+    enough; a crop is taken once, and a transform that finds none refuses to guess.
+    """
 
-    def __init__(self, image, maps: Sequence, case: str, store: MapStore, kinds: Sequence[str]) -> None:
+    def __init__(self) -> None:
+        self._pending: CaseCrop | None = None
+
+    def put(self, crop: CaseCrop) -> None:
+        self._pending = crop
+
+    def replace(self, old: CaseCrop, new: CaseCrop) -> None:
+        if self._pending is not old:
+            raise RuntimeError("the padded crop is not the crop just read: nnU-Net's loader crops in an unexpected order")
+        self._pending = new
+
+    def take(self) -> CaseCrop:
+        crop, self._pending = self._pending, None
+        if crop is None:
+            raise RuntimeError(
+                "no crop of a case with maps is pending: the map transforms run on a sample that was not cut from a "
+                "CaseMapsDataset (the trainer's get_tr_and_val_datasets) by nnU-Net's data loader"
+            )
+        return crop
+
+
+class CroppedImage(np.ndarray):
+    """The in-case part of a crop, as nnU-Net's ``crop_and_pad_nd`` receives it; ``np.pad`` on it reports the
+    padding to the :class:`CropHandoff`, so the crop's origin is known on both sides of a case shorter than it."""
+
+    _handoff: CropHandoff
+    _crop: CaseCrop
+
+    def __array_function__(self, func, types, args, kwargs):
+        plain = tuple(a.view(np.ndarray) if isinstance(a, CroppedImage) else a for a in args)
+        if func is np.pad and args and args[0] is self:
+            pad_width = kwargs["pad_width"] if "pad_width" in kwargs else args[1]
+            self._handoff.replace(self._crop, padded_crop(self._crop, pad_width, self.ndim))
+        return func(*plain, **kwargs)
+
+
+def padded_crop(crop: CaseCrop, pad_width: Any, ndim: int) -> CaseCrop:
+    """``crop`` after ``np.pad(..., pad_width)`` of its ``(channels, *spatial)`` array."""
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (ndim, 2))
+    if np.any(widths[0] != 0):
+        raise RuntimeError(f"the loader padded the channel axis of a crop ({pad_width})")
+    before, after = widths[1:, 0], widths[1:, 1]
+    return CaseCrop(
+        crop.case, crop.maps, tuple(int(o - b) for o, b in zip(crop.origin, before)),
+        tuple(int(s + b + a) for s, b, a in zip(crop.shape, before, after)), crop.case_shape,
+    )
+
+
+class RecordingImage:
+    """A case's image for nnU-Net's loader: slicing reads the image as nnU-Net would and records the crop."""
+
+    def __init__(self, image, maps: Sequence[StoredMap], case: str, handoff: CropHandoff) -> None:
         self.image = image
         self.maps = list(maps)
         self.case = case
-        self.store = store
-        self.kinds = tuple(kinds)
-        self.num_image_channels = image.shape[0]
-        self.shape = (self.num_image_channels + sum(m.shape[0] for m in self.maps), *image.shape[1:])
-        self.dtype = np.dtype(np.float32)
+        self.handoff = handoff
+        self.shape = tuple(image.shape)
+        self.dtype = image.dtype
         self.ndim = len(self.shape)
 
-    def __getitem__(self, index) -> np.ndarray:
+    def __getitem__(self, index) -> CroppedImage:
         index = index if isinstance(index, tuple) else (index,)
-        channel_index, spatial = index[0], tuple(index[1:])
-        spatial += (slice(None),) * (self.ndim - 1 - len(spatial))
-        if not all(isinstance(s, slice) and s.step in (None, 1) for s in spatial):
-            raise IndexError(f"ImageWithMaps supports box crops only, got {index}")
+        spatial = tuple(index[1:]) + (slice(None),) * (self.ndim - len(index))
+        if index[0] != slice(None) or not all(isinstance(s, slice) and s.step in (None, 1) for s in spatial):
+            raise IndexError(f"a case with maps is read in box crops of all channels only, got {index}")
         ranges = [s.indices(n)[:2] for s, n in zip(spatial, self.shape[1:])]
-        out = np.empty((self.shape[0], *(max(stop - start, 0) for start, stop in ranges)), dtype=np.float32)
-        read_box(self.image, out[: self.num_image_channels], ranges)
-        start = self.num_image_channels
-        for kind, values in zip(self.kinds, self.maps):
-            end = start + values.shape[0]
-            try:
-                if isinstance(values, StoredMap):
-                    values.read_into(out[start:end], ranges)  # dequantised from the stored form
-                else:  # a float32 array given directly
-                    read_box(values, out[start:end], ranges)
-            except Exception as error:  # blosc2 raises RuntimeError and others on damaged data
-                raise self.store.damaged(self.case, kind, error) from error
-            start = end
-        return out if channel_index == slice(None) else out[channel_index]
-
-
-def read_box(array, out: np.ndarray, ranges: Sequence[tuple[int, int]]) -> None:
-    """Write ``array[:, box]`` (all channels, ``ranges`` = (start, stop) per spatial axis) into ``out``.
-
-    blosc2 arrays decompress straight into ``out`` (``get_slice_numpy``), saving the copy
-    that ``out[...] = array[box]`` makes of the array blosc2 would return.
-    """
-    if out.size == 0:
-        return
-    if isinstance(array, blosc2.NDArray) and array.dtype == out.dtype:
-        starts = (0, *(start for start, _ in ranges))
-        stops = (array.shape[0], *(stop for _, stop in ranges))
-        array.get_slice_numpy(out, (starts, stops))
-    else:
-        out[...] = array[(slice(None), *(slice(start, stop) for start, stop in ranges))]
+        crop = CaseCrop(self.case, self.maps, tuple(a for a, _ in ranges), tuple(max(b - a, 0) for a, b in ranges), self.shape[1:])
+        cropped = np.asarray(self.image[(slice(None), *spatial)]).view(CroppedImage)
+        cropped._handoff, cropped._crop = self.handoff, crop
+        self.handoff.put(crop)
+        return cropped
 
 
 class OpenMaps:
@@ -111,20 +138,21 @@ class OpenMaps:
         return arrays
 
 
-class MapAttachingDataset:
-    """nnU-Net dataset whose cases carry their maps behind the image channels."""
+class CaseMapsDataset:
+    """nnU-Net's dataset whose images record each crop, with the case's maps, in ``handoff``."""
 
-    def __init__(self, dataset: nnUNetBaseDataset, store: MapStore, kinds: Sequence[str]) -> None:
+    def __init__(self, dataset: nnUNetBaseDataset, store: MapStore, kinds: Sequence[str], handoff: CropHandoff) -> None:
         self.dataset = dataset
         self.store = store
         self.kinds = tuple(kinds)
+        self.handoff = handoff
         self.identifiers = dataset.identifiers
         self.open_maps = OpenMaps(store, self.kinds)
 
     def load_case(self, identifier: str):
         data, seg, seg_prev, properties = self.dataset.load_case(identifier)
         maps = self.open_maps.get(identifier, tuple(seg.shape[1:]), properties)
-        return ImageWithMaps(data, maps, identifier, self.store, self.kinds), seg, seg_prev, properties
+        return RecordingImage(data, maps, identifier, self.handoff), seg, seg_prev, properties
 
     def __getitem__(self, identifier: str):
         return self.load_case(identifier)

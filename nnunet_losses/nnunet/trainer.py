@@ -48,7 +48,7 @@ from ..schedules import WeightSchedule
 from . import epoch_log
 from .bookkeeping import RunBookkeeping
 from .configuration import PreprocessedConfiguration, configuration_from_managers, require_label_based
-from .dataset import MapAttachingDataset
+from .dataset import CaseMapsDataset, CropHandoff
 from .internals import check_nnunet, deep_supervision_scales, deep_supervision_weights, nnUNetTrainer, nnunet_compiles
 from .interruption import InterruptionGuard
 from .loss_adapter import NnUNetLoss, build_package_loss
@@ -76,6 +76,7 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         self.enable_deep_supervision = self.deep_supervision
         self.map_transport: MapTransport | None = None
         self.map_slicing: dict[str, bool] = {}
+        self.crop_handoffs = {"train": CropHandoff(), "val": CropHandoff()}  # dataset -> map transforms, per loader
         self.interruption = InterruptionGuard()
         epoch_log.ensure_log_keys(self)
 
@@ -136,22 +137,22 @@ class nnUNetTrainerLosses(nnUNetTrainer):
         if self.map_transport is None or self.map_mode != "precomputed":
             return train, val
         store, kinds = MapStore(self.preprocessed_config), self.map_transport.layout.kinds
-        return MapAttachingDataset(train, store, kinds), MapAttachingDataset(val, store, kinds)
+        handoffs = self.crop_handoffs
+        return CaseMapsDataset(train, store, kinds, handoffs["train"]), CaseMapsDataset(val, store, kinds, handoffs["val"])
 
-    def _with_maps(self, pipeline, scales):
+    def _with_maps(self, pipeline, scales, loader: str):
         if self.map_transport is None:
             return pipeline
-        transport = self.map_transport
-        return add_map_transforms(pipeline, transport.layout, transport.mode, transport.spacing, transport.ignore_label, scales)
+        return add_map_transforms(pipeline, self.map_transport, scales, self.crop_handoffs[loader])
 
     def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug, **kwargs):
         pipeline = super().get_training_transforms(
             patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug, **kwargs
         )
-        return self._with_maps(pipeline, deep_supervision_scales)
+        return self._with_maps(pipeline, deep_supervision_scales, "train")
 
     def get_validation_transforms(self, deep_supervision_scales, **kwargs):
-        return self._with_maps(super().get_validation_transforms(deep_supervision_scales, **kwargs), deep_supervision_scales)
+        return self._with_maps(super().get_validation_transforms(deep_supervision_scales, **kwargs), deep_supervision_scales, "val")
 
     def _maps_of(self, batch: dict) -> list[torch.Tensor] | None:
         """The maps of ``batch``, leaving nnU-Net's own target in it."""

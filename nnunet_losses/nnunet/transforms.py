@@ -1,34 +1,34 @@
-"""Transforms that carry maps through nnU-Net's augmentation and deep supervision.
+"""Transforms that bring maps to nnU-Net's target, through its augmentation and deep supervision.
 
 A trainer's ``map_mode`` picks one of three ways (:func:`add_map_transforms`).
 
-Precomputed maps (see :mod:`.dataset`) enter as the last image channels and travel as
-batchgenerators' ``regression_target``:
+Precomputed maps are read once, for the final patch (:mod:`.patch_sampling`), instead of
+travelling through nnU-Net's pipeline:
 
-1. :class:`SplitMapsFromImage` (first in the pipeline) moves the last
-   ``layout.num_channels`` image channels into ``regression_target``. Counting from the
-   end keeps it independent of the number of image channels: in the cascade
-   (``3d_cascade_fullres``) the trainer's ``num_input_channels`` also counts the previous
-   stage's one-hot channels, which nnU-Net adds only later in the pipeline
-   (``MoveSegAsOneHotToDataTransform``, ``nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py``
-   ``get_training_transforms``); the loaded case has just its image channels;
-2. nnU-Net's ``SpatialTransform`` resamples it like the image (linear interpolation,
-   zero padding) and ``MirrorTransform`` flips it. :class:`ZoomRecordingSpatialTransform`
-   wraps the former and only *records* the zoom ``s`` of the patch in the data dict
-   (nnU-Net's scaling is isotropic in voxel units: ``p_synchronize_scaling_across_axes=1``);
-3. :class:`MapsToTarget` (last) divides the mm channels by ``s`` (a distance of ``d`` mm
-   is ``d / s`` mm of the patch; normalised maps such as RRW are scale-free and left
-   alone), downsamples the maps for every deep-supervision scale with the
-   nearest-neighbour rule nnU-Net uses for the segmentation (so map and target voxels
-   come from the same source voxel) and packs them with the target of each scale
-   (:meth:`.map_transport.MapTransport.pack`).
+1. :class:`TakeCaseCrop` (first in the pipeline) takes the loader's crop of the sample
+   from the dataset (:mod:`.dataset`): the case, its open map files, where the crop lies;
+2. nnU-Net's ``SpatialTransform`` and ``MirrorTransform`` run as nnU-Net built them,
+   wrapped to record what they drew (:class:`RecordingSpatialTransform`: its grid or
+   crop centre and its affine; :class:`RecordingMirrorTransform`: the flipped axes);
+3. :class:`MapsToTarget` (last) reads the maps of the final patch from the case's files
+   with those parameters — exactly what nnU-Net's own transforms make of the maps as a
+   regression target of the crop (linear interpolation, zero padding) — divides the mm
+   channels by the zoom ``s`` of the patch (a distance of ``d`` mm is ``d / s`` mm of the
+   patch; normalised maps such as RRW are scale-free and left alone; nnU-Net's scaling is
+   isotropic in voxel units: ``p_synchronize_scaling_across_axes=1``), downsamples them
+   for every deep-supervision scale with the nearest-neighbour rule nnU-Net uses for the
+   segmentation (so map and target voxels come from the same source voxel) and packs them
+   with the target of each scale (:meth:`.map_transport.MapTransport.pack`).
 
-The zoom is applied at the end, not inside the spatial transform, because nnU-Net's
-dummy-2D augmentation (``Convert3DTo2DTransform`` ... ``Convert2DTo3DTransform``, used for
-3d configurations whose patch is short along the first axis) merges channels and the
-first axis of ``regression_target`` around ``SpatialTransform``: inside that bracket a
-channel index means (channel, slice); after it the channels are the map channels again.
-The zoom of a dummy-2D patch is the in-plane zoom.
+nnU-Net's dummy-2D augmentation (``Convert3DTo2DTransform`` ... ``Convert2DTo3DTransform``,
+used for 3d configurations whose patch is short along the first axis) runs the spatial
+transform on the last two axes; the recorded grid then addresses those, and the zoom of
+a dummy-2D patch is the in-plane zoom. A transform that moves voxels in any other way
+(``Rot90Transform``, ``TransposeAxesTransform``, or any transform that defines how it
+moves a regression target) is refused when the pipeline is built: its movement would not
+reach the maps. In the cascade (``3d_cascade_fullres``) the previous stage's one-hot
+channels are added inside the pipeline (``MoveSegAsOneHotToDataTransform``); they change
+no geometry.
 
 On-the-fly maps: :class:`ComputeMapsOnPatch` (last) recomputes the maps from the final
 augmented segmentation at every scale, as the RW reference code does, with the
@@ -62,9 +62,9 @@ target is nnU-Net's own.
 
 nnU-Net's pieces used here: batchgeneratorsv2's ``BasicTransform``
 (``batchgeneratorsv2/transforms/base/basic_transform.py``), the base of every transform
-above, its ``ComposeTransforms`` (``batchgeneratorsv2/transforms/utils/compose.py``), the
-pipeline nnU-Net builds, and nnU-Net's ``SpatialTransform``
-(``batchgeneratorsv2/transforms/spatial/spatial.py``), wrapped as described.
+above, its ``ComposeTransforms`` and ``RandomTransform`` (``transforms/utils/``), the
+pipeline nnU-Net builds, and nnU-Net's ``SpatialTransform`` and ``MirrorTransform``
+(``transforms/spatial/``), wrapped as described.
 
 Approximations, documented: at class borders the interpolated maps mix neighbouring
 values (RRW stays negative inside the image: every voxel's own-class value is);
@@ -74,69 +74,53 @@ through-plane part of distances too.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
-from torch.nn.functional import interpolate
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 
+from .dataset import CropHandoff
 from .map_layout import MapLayout, compute_map_stack
-from .map_transport import MapTransport
+from .map_transport import MapTransport, downsample_like_segmentation  # noqa: F401 (also this module's: tests, studies)
+from .patch_sampling import CaseCrop, SpatialRecord, sample_patch_maps
 
 DSScales = Sequence[Sequence[float]] | None
 
 
-def downsample_like_segmentation(values: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
-    """Resize ``(C, *spatial)`` as nnU-Net's ``DownsampleSegForDSTransform`` resizes the segmentation.
-
-    That transform (batchgeneratorsv2 ``deep_supervision_downsampling.py``) uses
-    ``interpolate(..., round(n * s), mode="nearest-exact")``, which takes source voxel
-    ``floor((i + 0.5) * n / m)`` for output voxel ``i``. When ``n = m * f`` exactly, that is
-    ``i * f + f // 2``: a strided view, which is what this returns then (no copy, same
-    voxels); otherwise it calls ``interpolate`` as nnU-Net does.
-    """
-    if all(s == 1 for s in scale):
-        return values
-    new_shape = [round(i * j) for i, j in zip(values.shape[1:], scale)]
-    if all(n % m == 0 for n, m in zip(values.shape[1:], new_shape)):
-        steps = [n // m for n, m in zip(values.shape[1:], new_shape)]
-        return values[(slice(None), *(slice(f // 2, None, f) for f in steps))]
-    return interpolate(values[None].float(), new_shape, mode="nearest-exact")[0]
+CROP_KEY = "nnunet_losses_crop"
+"""Data-dict key of the sample's :class:`~.patch_sampling.CaseCrop` (set by :class:`TakeCaseCrop`)."""
+SPATIAL_KEY = "nnunet_losses_spatial"
+"""Data-dict key of the :class:`~.patch_sampling.SpatialRecord` left by :class:`RecordingSpatialTransform`."""
+MIRROR_KEY = "nnunet_losses_mirror"
+"""Data-dict key of the patch axes :class:`RecordingMirrorTransform` flipped."""
 
 
-def zoom_factor(affine: np.ndarray) -> float:
-    """Isotropic zoom of an affine ``R @ S`` (geometric mean of the scale factors)."""
-    return float(abs(np.linalg.det(affine)) ** (1.0 / affine.shape[0]))
+class TakeCaseCrop(BasicTransform):
+    """Take the loader's crop of this sample from the dataset's :class:`~.dataset.CropHandoff` (first transform)."""
 
-
-ZOOM_KEY = "nnunet_losses_zoom"
-"""Data-dict key under which :class:`ZoomRecordingSpatialTransform` leaves the patch's zoom."""
-
-
-class SplitMapsFromImage(BasicTransform):
-    """Move the last ``num_map_channels`` image channels (the attached maps) to ``regression_target``."""
-
-    def __init__(self, num_map_channels: int) -> None:
+    def __init__(self, handoff: CropHandoff) -> None:
         super().__init__()
-        self.num_map_channels = num_map_channels
+        self.handoff = handoff
 
     def apply(self, data_dict: dict, **params) -> dict:
-        image = data_dict["image"]
-        if image.shape[0] <= self.num_map_channels:
-            raise RuntimeError(
-                f"the patch has {image.shape[0]} channels, but {self.num_map_channels} map channels follow the image: "
-                "the dataset was not wrapped with its maps"
-            )
-        data_dict["regression_target"] = image[-self.num_map_channels :]
-        data_dict["image"] = image[: -self.num_map_channels]
+        crop: CaseCrop = self.handoff.take()
+        shape = tuple(data_dict["image"].shape[1:])
+        if len(crop.shape) == len(shape) + 1:  # 2d: nnU-Net's loader drops the crop's one-slice axis
+            crop = crop.drop_leading_axis()
+        if tuple(crop.shape) != shape:
+            raise RuntimeError(f"the loader's crop of case {crop.case} is {crop.shape}, but the image reaching the transforms is {shape}")
+        data_dict[CROP_KEY] = crop
         return data_dict
 
 
-class ZoomRecordingSpatialTransform(BasicTransform):
-    """nnU-Net's ``SpatialTransform``, leaving the zoom it applied in ``data_dict[ZOOM_KEY]``."""
+class RecordingSpatialTransform(BasicTransform):
+    """nnU-Net's ``SpatialTransform``, leaving what it did in ``data_dict[SPATIAL_KEY]``."""
 
     def __init__(self, spatial: SpatialTransform) -> None:
         super().__init__()
@@ -146,29 +130,53 @@ class ZoomRecordingSpatialTransform(BasicTransform):
         return self.spatial.get_parameters(**data_dict)
 
     def apply(self, data_dict: dict, **params) -> dict:
+        if SPATIAL_KEY in data_dict:
+            raise RuntimeError("a second SpatialTransform in the pipeline: maps follow one spatial transform only")
+        shape = tuple(data_dict["image"].shape[1:])
         data_dict = self.spatial.apply(data_dict, **params)
-        affine = params.get("affine")
-        if affine is not None:
-            data_dict[ZOOM_KEY] = data_dict.get(ZOOM_KEY, 1.0) * zoom_factor(affine)
+        data_dict[SPATIAL_KEY] = SpatialRecord(self.spatial, params, shape)
+        return data_dict
+
+
+class RecordingMirrorTransform(BasicTransform):
+    """nnU-Net's ``MirrorTransform``, adding the axes it flipped to ``data_dict[MIRROR_KEY]`` (two flips cancel)."""
+
+    def __init__(self, mirror: MirrorTransform) -> None:
+        super().__init__()
+        self.mirror = mirror
+
+    def get_parameters(self, **data_dict) -> dict:
+        return self.mirror.get_parameters(**data_dict)
+
+    def apply(self, data_dict: dict, **params) -> dict:
+        crop = data_dict.get(CROP_KEY)
+        if crop is not None and data_dict["image"].ndim - 1 != len(crop.shape):
+            raise RuntimeError("MirrorTransform inside nnU-Net's dummy-2D bracket: its axes would not address the maps")
+        data_dict = self.mirror.apply(data_dict, **params)
+        data_dict[MIRROR_KEY] = sorted(set(data_dict.get(MIRROR_KEY, ())) ^ set(params["axes"]))
         return data_dict
 
 
 class MapsToTarget(BasicTransform):
-    """Undo the zoom on mm channels, downsample the maps per deep-supervision scale, pack them with the target."""
+    """Read the final patch's maps (mm channels divided by the zoom) and pack them with the full-resolution target,
+    in ``dtype`` (:attr:`.map_transport.MapTransport.target_dtype`). The coarser deep-supervision targets stay
+    nnU-Net's: their maps are strided views of these (:meth:`.map_transport.MapTransport.take`)."""
 
-    def __init__(self, mm_slices: Sequence[slice], deep_supervision_scales: DSScales) -> None:
+    def __init__(self, mm_slices: Sequence[slice], dtype: torch.dtype) -> None:
         super().__init__()
         self.mm_slices = list(mm_slices)
-        self.scales = deep_supervision_scales
+        self.dtype = dtype
 
     def apply(self, data_dict: dict, **params) -> dict:
-        maps = data_dict.pop("regression_target")
-        zoom = data_dict.pop(ZOOM_KEY, 1.0)
-        if zoom != 1.0:
-            for channels in self.mm_slices:
-                maps[channels] /= zoom
-        scales = self.scales if self.scales is not None else [[1] * (maps.ndim - 1)]
-        data_dict["segmentation"] = MapTransport.pack(data_dict["segmentation"], [downsample_like_segmentation(maps, s) for s in scales])
+        crop: CaseCrop = data_dict.pop(CROP_KEY)
+        spatial: SpatialRecord | None = data_dict.pop(SPATIAL_KEY, None)
+        mirror_axes = data_dict.pop(MIRROR_KEY, [])
+        segmentation = data_dict["segmentation"]
+        seg = segmentation[0] if isinstance(segmentation, (list, tuple)) else segmentation
+        full = torch.empty((seg.shape[0] + crop.num_channels, *seg.shape[1:]), dtype=self.dtype)
+        full[: seg.shape[0]] = seg.float()  # int16 -> float16 directly is the slow conversion
+        sample_patch_maps(crop, spatial, mirror_axes, full[seg.shape[0] :], self.mm_slices)
+        data_dict["segmentation"] = [full, *segmentation[1:]] if isinstance(segmentation, (list, tuple)) else full
         return data_dict
 
 
@@ -197,28 +205,58 @@ class ComputeMapsOnPatch(BasicTransform):
 
 MAP_MODES = ("precomputed", "on_the_fly", "device")
 
+GEOMETRY_KEPT = (Convert3DTo2DTransform, Convert2DTo3DTransform)
+"""Transforms that move a regression target without moving voxels of the patch (dummy 2D's reshapes)."""
+
+
+def moves_voxels(transform: BasicTransform) -> bool:
+    """Whether ``transform`` moves the voxels of a sample: it defines how it moves a regression target."""
+    return type(transform)._apply_to_regr_target is not BasicTransform._apply_to_regr_target and not isinstance(transform, GEOMETRY_KEPT)
+
+
+def with_recording(transform: BasicTransform) -> BasicTransform:
+    """``transform`` with nnU-Net's spatial and mirror transforms wrapped to record what they draw, at any depth of
+    nested ``ComposeTransforms``/``RandomTransform``-like containers; any other transform that moves voxels is refused."""
+    if isinstance(transform, SpatialTransform):
+        return RecordingSpatialTransform(transform)
+    if isinstance(transform, MirrorTransform):
+        return RecordingMirrorTransform(transform)
+    children = {name: getattr(transform, name) for name in ("transforms", "transform", "list_of_transforms") if hasattr(transform, name)}
+    if children:
+        rebuilt = copy.copy(transform)
+        for name, child in children.items():
+            setattr(rebuilt, name, [with_recording(t) for t in child] if isinstance(child, (list, tuple)) else with_recording(child))
+        return rebuilt
+    if moves_voxels(transform):
+        raise ValueError(
+            f"{type(transform).__name__} moves the voxels of the patch in a way precomputed maps do not follow (they follow "
+            "nnU-Net's SpatialTransform and MirrorTransform); use map_mode = 'on_the_fly' or 'device', which compute the maps "
+            "on the augmented patch"
+        )
+    return transform
+
 
 def add_map_transforms(
-    pipeline: ComposeTransforms,
-    layout: MapLayout,
-    map_mode: str,
-    spacing: Sequence[float],
-    ignore_label: int | None,
-    deep_supervision_scales: DSScales,
+    pipeline: ComposeTransforms, transport: MapTransport, deep_supervision_scales: DSScales, handoff: CropHandoff | None = None
 ) -> ComposeTransforms:
-    """nnU-Net's training or validation pipeline with the map transforms of ``map_mode``.
+    """nnU-Net's training or validation pipeline with the map transforms of ``transport.mode``.
 
-    ``"precomputed"``: split the attached maps off the image first, let the spatial
-    transform record its zoom, append :class:`MapsToTarget`. ``"on_the_fly"``: append
-    :class:`ComputeMapsOnPatch` (``spacing``: the patch's spacing, mm). ``"device"``:
-    nnU-Net's pipeline unchanged (the trainer computes the maps from the final target).
+    ``"precomputed"``: take the loader's crop from ``handoff`` first, let the spatial and mirror
+    transforms record what they draw, append :class:`MapsToTarget`. ``"on_the_fly"``: append
+    :class:`ComputeMapsOnPatch` (with the transport's spacing, mm). ``"device"``: nnU-Net's
+    pipeline unchanged (the trainer computes the maps from the final target).
     """
-    if map_mode not in MAP_MODES:
-        raise ValueError(f"map_mode must be one of {MAP_MODES}, got {map_mode!r}")
+    if transport.mode not in MAP_MODES:
+        raise ValueError(f"map_mode must be one of {MAP_MODES}, got {transport.mode!r}")
     transforms = list(pipeline.transforms)
-    if map_mode == "on_the_fly":
-        return ComposeTransforms([*transforms, ComputeMapsOnPatch(layout, spacing, ignore_label, deep_supervision_scales)])
-    if map_mode == "device":
+    layout = transport.layout
+    if transport.mode == "on_the_fly":
+        return ComposeTransforms([*transforms, ComputeMapsOnPatch(layout, transport.spacing, transport.ignore_label, deep_supervision_scales)])
+    if transport.mode == "device":
         return pipeline
-    transforms = [ZoomRecordingSpatialTransform(t) if isinstance(t, SpatialTransform) else t for t in transforms]
-    return ComposeTransforms([SplitMapsFromImage(layout.num_channels), *transforms, MapsToTarget(layout.mm_slices, deep_supervision_scales)])
+    if handoff is None:
+        raise ValueError("precomputed maps need the CropHandoff of the dataset the pipeline's loader reads")
+    return ComposeTransforms([
+        TakeCaseCrop(handoff), *(with_recording(t) for t in transforms),
+        MapsToTarget(layout.mm_slices, transport.target_dtype),
+    ])
