@@ -136,7 +136,7 @@ class Encoding:
         """``out[...] = stored * scale``, computed in float32 and rounded once if ``out`` is float16 (``out``: any
         positive strides). float16 goes through torch, whose conversion is exact and, one thread, about 2.5
         times as fast as numpy's here: 1.7 against 0.7 G values/s."""
-        if self.scale == 1.0:
+        if self.scale == 1.0:  # (torch takes no negative strides: a flipped view is copied first)
             torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(stored)))
         elif out.dtype == np.float32:
             np.multiply(stored, np.float32(self.scale), out=out)
@@ -243,27 +243,34 @@ class StoredMap:
         return tuple(self.array.shape)
 
     def read_into(self, out: np.ndarray, ranges: Sequence[tuple[int, int]], flips: Sequence[int] = ()) -> None:
-        """``out[...] = map[:, box]`` as float32, flipped along the spatial axes ``flips`` (``ranges``: (start, stop)
-        per spatial axis; ``out``: any positive strides).
+        """``out[...] = map[:, box]``, flipped along the spatial axes ``flips`` (``ranges``: (start, stop) per spatial
+        axis; ``out``: float32 or float16, any positive strides).
 
-        blosc2 decodes only the blocks the box overlaps, straight into a buffer of the stored
-        dtype, which is flipped there (1 or 2 bytes a value, before the float32 values exist)
-        and then dequantised into ``out``.
+        blosc2 decodes only the blocks the box overlaps: straight into ``out`` where it holds the
+        stored dtype as it is (float16 maps into float16, contiguous, unflipped), else into a buffer
+        of the stored dtype that is then flipped and dequantised into ``out`` in one pass.
         """
         if out.size == 0:
             return
-        stored = np.empty(out.shape, dtype=self.encoding.numpy_dtype)
         starts = (0, *(start for start, _ in ranges))
         stops = (self.array.shape[0], *(stop for _, stop in ranges))
+        as_stored = self.encoding.scale == 1.0 and out.dtype == self.encoding.numpy_dtype
+        direct = as_stored and not flips and out.flags.c_contiguous
+        stored = out if direct else np.empty(out.shape, dtype=self.encoding.numpy_dtype)
         try:
             self.array.get_slice_numpy(stored, (starts, stops))
         except Exception as error:  # blosc2 raises RuntimeError and others on damaged data
             if self.store is None:
                 raise
             raise self.store.damaged(self.case, self.kind, error) from error
+        if direct:
+            return
         if flips:
-            stored = np.ascontiguousarray(stored[(slice(None), *(slice(None, None, -1) if a in flips else slice(None) for a in range(len(ranges))))])
-        self.encoding.decode_into(stored, out)
+            stored = stored[(slice(None), *(slice(None, None, -1) if a in flips else slice(None) for a in range(len(ranges))))]
+        if as_stored:
+            np.copyto(out, stored)
+        else:
+            self.encoding.decode_into(stored, out)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ recorded on the way, and :func:`sample_patch_maps` reads what the final patch ne
 * **box** (no grid): the patch box, decoded straight into the output, mirrored while it
   is dequantised (no flip copy);
 * **grid**: the decoded part of the crop is only the bounding box of the grid's sample
-  points (plus one voxel), written into a zero buffer of the crop's shape whose other
-  pages are never touched, and the spatial transform's own ``_apply_to_regr_target``
+  points (plus one voxel), written into a buffer of the crop's shape whose other voxels
+  are never written nor read, and the spatial transform's own ``_apply_to_regr_target``
   resamples it with its own grid. Bilinear sampling reads only the two voxels around a
   sample point, so every voxel it reads holds what nnU-Net's crop holds there;
   mirroring flips the grid (a grid point per voxel) instead of the output.
@@ -138,28 +138,33 @@ def _grid_extremes(grid: torch.Tensor, affine: bool) -> tuple[torch.Tensor, torc
 
 
 def _region_read_by_grid(record: SpatialRecord) -> tuple[list[int], list[int]]:
-    """The region of the transform's input that bilinear ``grid_sample`` reads at the record's grid (x last),
-    widened by one voxel each side against rounding, clipped to the input."""
-    shape, align_corners = record.input_shape, record.transform.align_corners
+    """The region of the transform's input that ``grid_sample`` reads at the record's grid (x last): the voxels
+    around the sample points, widened by two voxels each side (bicubic's reach and rounding), clipped to the input.
+    Padding modes that read the input's border for points outside it ("border", "reflection") read the whole input."""
+    shape, transform = record.input_shape, record.transform
+    if transform._get_grid_sample_padding_mode(transform.padding_mode_image) != "zeros":
+        return [0] * len(shape), list(shape)
     low, high = _grid_extremes(record.grid, affine=record.params.get("elastic_offsets") is None)
     starts, stops = [], []
     for axis, size in enumerate(shape):
         k = len(shape) - 1 - axis  # grid coordinate k addresses spatial axis dim - 1 - k
         lo, hi = float(low[k]), float(high[k])
-        if align_corners:
+        if transform.align_corners:
             pixel_lo, pixel_hi = (lo + 1) / 2 * (size - 1), (hi + 1) / 2 * (size - 1)
         else:
             pixel_lo, pixel_hi = ((lo + 1) * size - 1) / 2, ((hi + 1) * size - 1) / 2
         if not (np.isfinite(pixel_lo) and np.isfinite(pixel_hi)):
             starts.append(0), stops.append(size)
             continue
-        starts.append(min(max(int(np.floor(pixel_lo)) - 1, 0), size))
-        stops.append(max(min(int(np.floor(pixel_hi)) + 3, size), 0))
+        starts.append(min(max(int(np.floor(pixel_lo)) - 2, 0), size))
+        stops.append(max(min(int(np.floor(pixel_hi)) + 4, size), 0))
     return starts, stops
 
 
-def _zero_buffer(channels: int, shape: Sequence[int], kept: int, channels_last: bool) -> np.ndarray:
-    """A zero float32 ``(channels, *shape)`` array whose pages are touched only where written (calloc).
+def _crop_buffer(channels: int, shape: Sequence[int], kept: int, channels_last: bool) -> np.ndarray:
+    """An uninitialised float32 ``(channels, *shape)`` array for the crop: only the region the grid reads is
+    written, and bilinear sampling never reads outside it (it reads the two voxels around each point, all
+    inside the region, and treats points outside the crop as zero padding without reading).
 
     ``channels_last``: laid out with the channels and the ``kept`` leading axes last, so that a 2D
     ``grid_sample`` reads each point's values of all channels together: bit for bit the same result,
@@ -167,9 +172,9 @@ def _zero_buffer(channels: int, shape: Sequence[int], kept: int, channels_last: 
     43.8 ms per 256x224 patch, one thread).
     """
     if not channels_last:
-        return np.zeros((channels, *shape), dtype=np.float32)
+        return np.empty((channels, *shape), dtype=np.float32)
     merged = (channels, *shape[:kept])
-    stored = np.zeros((*shape[kept:], *merged), dtype=np.float32)
+    stored = np.empty((*shape[kept:], *merged), dtype=np.float32)
     order = [*range(len(shape) - kept, stored.ndim), *range(len(shape) - kept)]
     return stored.transpose(order)
 
@@ -197,7 +202,7 @@ def sample_patch_maps(
     transform, grid = spatial.transform, spatial.grid
     starts, stops = [0] * dims, list(crop.shape)
     starts[kept:], stops[kept:] = _region_read_by_grid(spatial)
-    buffer = _zero_buffer(crop.num_channels, crop.shape, kept, channels_last=len(spatial.input_shape) == 2)
+    buffer = _crop_buffer(crop.num_channels, crop.shape, kept, channels_last=len(spatial.input_shape) == 2)
     region = buffer[(slice(None), *(slice(a, b) for a, b in zip(starts, stops)))]
     # the grid leaves the leading axes whole: flipping the output along one = reading the region flipped along it
     crop.read(starts, stops, region, flips=[axis for axis in mirror_axes if axis < kept])
