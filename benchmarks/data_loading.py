@@ -5,8 +5,9 @@ intensity augmentation, deep-supervision downsampling. This benchmark times exac
 pipeline as each trainer builds it (``trainer.initialize()`` then ``get_dataloaders()``,
 nnU-Net's own ``nnUNetDataLoader`` with the trainer's own ``get_training_transforms``),
 with ``nnUNet_n_proc_DA=0`` (the batches are made in this process) and one torch thread,
-and reports the median seconds per ``next(dataloader_train)``. Trainers take turns over
-several rounds; ratios are against nnUNetTrainer measured in the same run. The
+and reports the mean seconds per ``next(dataloader_train)``. Trainers take turns batch by
+batch with the same seeds, so every trainer times the same cases and augmentations; ratios are
+of mean seconds per batch against nnUNetTrainer measured in the same run. The
 device-mode trainer (``nnUNetTrainerRRWOnDevice``) adds only the recorded zoom to the
 pipeline; its maps are computed later, on the training device, and are not timed here
 (``benchmarks/device_maps.py`` times them).
@@ -16,18 +17,17 @@ planned and preprocessed by nnU-Net with its default plans; the maps are written
 ``setup_maps``. 2d uses nnU-Net's 2d pipeline; 3d_fullres uses its dummy-2D pipeline (the
 patch is short along the first axis, as for ACDC).
 
-    python benchmarks/data_loading.py [--batches 20] [--warmup 3] [--rounds 3] [--configurations 2d 3d_fullres] [--workdir DIR]
+    python benchmarks/data_loading.py [--batches 40] [--warmup 3] [--configurations 2d 3d_fullres] [--workdir DIR]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import statistics
 import tempfile
 from pathlib import Path
 
-from workspace import prepare_workspace, time_batches
+from workspace import prepare_workspace, time_interleaved
 
 os.environ["nnUNet_n_proc_DA"] = "0"
 
@@ -44,9 +44,8 @@ DATASET_ID = 992
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--configurations", nargs="+", default=["2d", "3d_fullres"])
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS))
@@ -59,24 +58,21 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(1)
-        results = {}
-        for configuration in args.configurations:
-            times: dict[str, list[float]] = {name: [] for name in args.trainers}
-            for round_index in range(args.rounds):
-                for name in args.trainers:  # same seed per round: every trainer draws the same cases and augmentations
-                    times[name] += time_batches(name, DATASET_ID, configuration, args.warmup, args.batches, seed=round_index)
-            results[configuration] = times
+        results = {
+            configuration: time_interleaved(args.trainers, DATASET_ID, configuration, args.warmup, args.batches)
+            for configuration in args.configurations
+        }
     print(
         f"device: {platform.machine()} CPU, {os.cpu_count()} cores, 1 augmentation process (nnUNet_n_proc_DA=0), 1 torch thread; "
-        f"nnU-Net default plans, {args.cases} cardiac cases of 20x256x256; {args.rounds} rounds x {args.batches} batches"
+        f"nnU-Net default plans, {args.cases} cardiac cases of 20x256x256; {args.batches} batches per trainer, taking turns"
     )
     for configuration, times in results.items():
-        baseline = statistics.median(times["nnUNetTrainer"]) if "nnUNetTrainer" in times else None
-        print(f"\n{configuration:<30} {'median s/batch':>14} {'vs nnUNetTrainer':>17}")
+        baseline = sum(times["nnUNetTrainer"]) / len(times["nnUNetTrainer"]) if "nnUNetTrainer" in times else None
+        print(f"\n{configuration:<30} {'mean s/batch':>12} {'vs nnUNetTrainer':>17}")
         for name, samples in times.items():
-            median = statistics.median(samples)
-            ratio = f"{median / baseline:>16.3f}x" if baseline else ""
-            print(f"{name:<30} {median:>14.3f} {ratio}")
+            mean = sum(samples) / len(samples)
+            ratio = f"{mean / baseline:>16.3f}x" if baseline else ""
+            print(f"{name:<30} {mean:>12.3f} {ratio}")
 
 
 if __name__ == "__main__":

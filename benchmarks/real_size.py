@@ -21,7 +21,7 @@ For each, in 3d_fullres, it measures
 
 The table is printed and written to ``benchmarks/results/real_size.md``.
 
-    python benchmarks/real_size.py [--only abdomen total] [--batches 3] [--warmup 1] [--workdir DIR]
+    python benchmarks/real_size.py [--only abdomen total] [--batches 8] [--warmup 1] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 
 os.environ["nnUNet_n_proc_DA"] = "0"
 
-from workspace import point_nnunet_at, time_batches  # noqa: E402
+from workspace import point_nnunet_at, time_interleaved  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_size.md"
 TRAINERS = ("nnUNetTrainer", "nnUNetTrainerRRW", "nnUNetTrainerRWBoundary", "nnUNetTrainerRRWOnDevice")
@@ -101,11 +100,8 @@ def measure(phantom: Phantom, workdir: Path, args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    times: dict[str, list[float]] = {name: [] for name in TRAINERS}
-    for round_index in range(args.rounds):
-        for name in TRAINERS:  # same seed per round: every trainer draws the same cases and augmentations
-            print(f"[{phantom.name}] augmentation, {name}, round {round_index + 1}", flush=True)
-            times[name] += time_batches(name, phantom.dataset_id, "3d_fullres", args.warmup, args.batches, seed=round_index, fold="all")
+    print(f"[{phantom.name}] augmentation, {', '.join(TRAINERS)}, taking turns", flush=True)
+    times = time_interleaved(TRAINERS, phantom.dataset_id, "3d_fullres", args.warmup, args.batches, fold="all")
     return {
         "phantom": phantom,
         "voxels_per_case": voxels / len(cases),
@@ -115,7 +111,7 @@ def measure(phantom: Phantom, workdir: Path, args: argparse.Namespace) -> dict:
         "maps": {key: value / (len(cases) if key == "seconds" else 1) for key, value in maps.items()},
         "map_bytes_per_voxel": {kind: size / voxels for kind, size in map_bytes.items()},
         "nnunet_bytes_per_voxel": nnunet_bytes / voxels,
-        "seconds_per_batch": {name: statistics.median(samples) for name, samples in times.items()},
+        "seconds_per_batch": {name: sum(samples) / len(samples) for name, samples in times.items()},
     }
 
 
@@ -124,7 +120,7 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
         f"# Maps at real dataset size ({datetime.date.today().isoformat()})",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores. `python benchmarks/real_size.py`; nnU-Net default plans, "
-        f"3d_fullres. Augmentation: one process, one thread, median of {args.rounds} x {args.batches} batches after "
+        f"3d_fullres. Augmentation: one process, one thread, mean of {args.batches} batches per trainer (taking turns, the same draws) after "
         f"{args.warmup} warm-up batch(es), ratios to nnUNetTrainer in the same run.",
         "",
         "| phantom | classes | case (voxels) | nnUNetv2_preprocess s/case, peak | setup_maps s/case, peak | maps bytes/voxel (rrw + signed distance) | "
@@ -150,9 +146,8 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(PHANTOMS), default=list(PHANTOMS))
-    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the datasets here between runs (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

@@ -110,6 +110,37 @@ def test_rrw_losses_change_within_their_bounds(real_size_batch):
     assert ((grad_after - grad_before).abs()[nonzero] / grad_before.abs()[nonzero]).max().item() <= RRW_STEP_ERROR * (1 + TOLERANCE)
 
 
+def test_maps_travelling_as_float16_stay_within_the_stated_bounds(real_size_batch):
+    """The float16 the patch maps travel in (docs/maps.md, "Travelling as float16"): stored signed distances travel
+    exactly; RRW gains at most 2^-12 (RW loss within delta' = 1/510 + 2^-12); a resampled distance (here the
+    half-voxel shift a rotation or zoom makes) is within 2^-10 of the float32 maps' resampling, voxel by voxel and
+    in the RW-Boundary loss."""
+    logits, target, exact, stored = real_size_batch
+    assert torch.equal(stored["signed_distance"].half().float(), stored["signed_distance"])
+    travelled = stored["rrw"].half().float()
+    assert (travelled - stored["rrw"]).abs().max().item() <= 2.0**-12
+    delta = RRW_STEP_ERROR + 2.0**-12
+    loss = RegionWiseLoss("rrw")
+    before, grad_before = value_and_gradient(loss, logits, target, {"rrw": exact["rrw"]})
+    after, grad_after = value_and_gradient(loss, logits, target, {"rrw": travelled})
+    assert 0 < abs(after - before) <= delta * (1 + TOLERANCE) * (1.0 / logits.shape[1] - before)
+    assert ((grad_after - grad_before).abs() / grad_before.abs()).max().item() <= delta * (1 + TOLERANCE)
+
+    def shifted(maps: torch.Tensor) -> torch.Tensor:  # linear interpolation half a voxel along x, in float32
+        return 0.5 * (maps[..., :-1] + maps[..., 1:])
+
+    phi = shifted(exact["signed_distance"])
+    resampled = shifted(stored["signed_distance"]).half().float()
+    eps = 2.0**-10 * (1 + TOLERANCE)
+    assert ((resampled - phi).abs() <= eps * shifted(exact["signed_distance"].abs())).all() and (resampled != phi).any()
+    crop_logits, crop_target = logits[..., :-1], target[..., :-1]
+    loss = RegionWiseLoss("rw_boundary")
+    before = loss(crop_logits, crop_target, signed_distance=phi).item()
+    after = loss(crop_logits, crop_target, signed_distance=resampled).item()
+    absolute = BoundaryLoss()(crop_logits, crop_target, signed_distance=shifted(exact["signed_distance"].abs())).item()
+    assert abs(after - before) <= eps * absolute  # (here below float32's resolution of the loss)
+
+
 def test_signed_distance_losses_change_within_their_bounds(real_size_batch):
     logits, target, exact, stored = real_size_batch
     probs, classes = logits.softmax(1), logits.shape[1]
