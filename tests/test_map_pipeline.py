@@ -46,7 +46,7 @@ from nnunet_losses.nnunet.map_layout import compute_map_stack
 from nnunet_losses.nnunet.setup_maps import write_configuration_maps
 from nnunet_losses.nnunet.small_plans import make_small_plans
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
-from nnunet_losses.nnunet.transforms import RecordingSpatialTransform, add_map_transforms, downsample_like_segmentation
+from nnunet_losses.nnunet.transforms import RecordingSpatialTransform, RecordingTransform, add_map_transforms, downsample_like_segmentation
 from nnunet_losses.synthetic import write_raw_dataset
 
 from conftest import run_command
@@ -231,7 +231,7 @@ def reference_loader(trainer, pipeline: ComposeTransforms, zooms: list):
     def unwrapped(transform):
         if isinstance(transform, RecordingSpatialTransform):
             return ZoomOf(transform.spatial, zooms)
-        return getattr(transform, "mirror", transform)
+        return transform.transform if isinstance(transform, RecordingTransform) else transform
 
     layout = trainer.map_transport.layout
     own = [unwrapped(t) for t in copy.deepcopy(pipeline.transforms)[1:-1]]  # without TakeCaseCrop and MapsToTarget

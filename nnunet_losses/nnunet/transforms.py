@@ -119,42 +119,56 @@ class TakeCaseCrop(BasicTransform):
         return data_dict
 
 
-class RecordingSpatialTransform(BasicTransform):
-    """nnU-Net's ``SpatialTransform``, leaving what it did in ``data_dict[SPATIAL_KEY]``."""
+class RecordingTransform(BasicTransform):
+    """One of nnU-Net's transforms, run as it is (same parameters, same random draws), leaving in the data dict what
+    it did (:meth:`record`)."""
 
-    def __init__(self, spatial: SpatialTransform) -> None:
+    def __init__(self, transform: BasicTransform) -> None:
         super().__init__()
-        self.spatial = spatial
+        self.transform = transform
 
     def get_parameters(self, **data_dict) -> dict:
-        return self.spatial.get_parameters(**data_dict)
+        return self.transform.get_parameters(**data_dict)
 
     def apply(self, data_dict: dict, **params) -> dict:
-        if SPATIAL_KEY in data_dict:
-            raise RuntimeError("a second SpatialTransform in the pipeline: maps follow one spatial transform only")
         shape = tuple(data_dict["image"].shape[1:])
-        data_dict = self.spatial.apply(data_dict, **params)
-        data_dict[SPATIAL_KEY] = SpatialRecord(self.spatial, params, shape)
+        self.check(data_dict)
+        data_dict = self.transform.apply(data_dict, **params)
+        self.record(data_dict, params, shape)
         return data_dict
 
+    def check(self, data_dict: dict) -> None:
+        """Refuse a data dict whose recording would not address the maps."""
 
-class RecordingMirrorTransform(BasicTransform):
+    def record(self, data_dict: dict, params: dict, input_shape: tuple[int, ...]) -> None:
+        raise NotImplementedError
+
+
+class RecordingSpatialTransform(RecordingTransform):
+    """nnU-Net's ``SpatialTransform``, leaving what it did in ``data_dict[SPATIAL_KEY]``."""
+
+    @property
+    def spatial(self) -> SpatialTransform:
+        return self.transform
+
+    def check(self, data_dict: dict) -> None:
+        if SPATIAL_KEY in data_dict:
+            raise RuntimeError("a second SpatialTransform in the pipeline: maps follow one spatial transform only")
+
+    def record(self, data_dict: dict, params: dict, input_shape: tuple[int, ...]) -> None:
+        data_dict[SPATIAL_KEY] = SpatialRecord(self.transform, params, input_shape)
+
+
+class RecordingMirrorTransform(RecordingTransform):
     """nnU-Net's ``MirrorTransform``, adding the axes it flipped to ``data_dict[MIRROR_KEY]`` (two flips cancel)."""
 
-    def __init__(self, mirror: MirrorTransform) -> None:
-        super().__init__()
-        self.mirror = mirror
-
-    def get_parameters(self, **data_dict) -> dict:
-        return self.mirror.get_parameters(**data_dict)
-
-    def apply(self, data_dict: dict, **params) -> dict:
+    def check(self, data_dict: dict) -> None:
         crop = data_dict.get(CROP_KEY)
         if crop is not None and data_dict["image"].ndim - 1 != len(crop.shape):
             raise RuntimeError("MirrorTransform inside nnU-Net's dummy-2D bracket: its axes would not address the maps")
-        data_dict = self.mirror.apply(data_dict, **params)
+
+    def record(self, data_dict: dict, params: dict, input_shape: tuple[int, ...]) -> None:
         data_dict[MIRROR_KEY] = sorted(set(data_dict.get(MIRROR_KEY, ())) ^ set(params["axes"]))
-        return data_dict
 
 
 class MapsToTarget(BasicTransform):
