@@ -56,7 +56,11 @@ USED_IN: dict[str, tuple[str, ...]] = {  # the one module that may use each inte
     "nnunet_losses/nnunet/transforms.py": (
         "batchgeneratorsv2.transforms.base.basic_transform.BasicTransform",
         "batchgeneratorsv2.transforms.spatial.spatial.SpatialTransform",
+        "batchgeneratorsv2.transforms.spatial.mirroring.MirrorTransform",
         "batchgeneratorsv2.transforms.utils.compose.ComposeTransforms",
+        "batchgeneratorsv2.transforms.utils.pseudo2d.Convert2DTo3DTransform",
+        "batchgeneratorsv2.transforms.utils.pseudo2d.Convert3DTo2DTransform",
+        "._apply_to_regr_target", "._get_grid_sample_padding_mode",
     ),
     "nnunet_losses/nnunet/dataset.py": (
         "nnunetv2.training.dataloading.nnunet_dataset.nnUNetBaseDataset",
@@ -86,6 +90,8 @@ ATTRIBUTE_FILES: dict[str, tuple[str, ...]] = {  # nnU-Net's file of each attrib
     AUGMENTER_PY: ("._finish", ".restart", ".num_processes",),
     LOGGER_PY: (".local_logger", ".loggers", ".my_fantastic_logging",),
     "nnunetv2/training/loss/deep_supervision.py": (".weight_factors",),
+    "batchgeneratorsv2/transforms/base/basic_transform.py": ("._apply_to_regr_target",),
+    "batchgeneratorsv2/transforms/spatial/spatial.py": ("._get_grid_sample_padding_mode",),
 }
 EXPECTED: dict[str, tuple[str, str | None]] = {
     internal: (module, next((file for file, names in ATTRIBUTE_FILES.items() if internal in names), None))

@@ -101,8 +101,9 @@ class CaseCrop:
 
 @dataclass(frozen=True)
 class SpatialRecord:
-    """What nnU-Net's ``SpatialTransform`` did to one sample: the transform, its drawn parameters and the
-    spatial shape of what it transformed (in dummy-2D augmentation the last two axes of the crop)."""
+    """What nnU-Net's ``SpatialTransform`` did to one sample: the transform (its recording wrapper,
+    :class:`~.transforms.RecordingSpatialTransform`), its drawn parameters and the spatial shape of what it
+    transformed (in dummy-2D augmentation the last two axes of the crop)."""
 
     transform: Any
     params: dict
@@ -142,7 +143,7 @@ def _region_read_by_grid(record: SpatialRecord) -> tuple[list[int], list[int]]:
     around the sample points, widened by two voxels each side (bicubic's reach and rounding), clipped to the input.
     Padding modes that read the input's border for points outside it ("border", "reflection") read the whole input."""
     shape, transform = record.input_shape, record.transform
-    if transform._get_grid_sample_padding_mode(transform.padding_mode_image) != "zeros":
+    if not transform.reads_only_inside:
         return [0] * len(shape), list(shape)
     low, high = _grid_extremes(record.grid, affine=record.params.get("elastic_offsets") is None)
     starts, stops = [], []
@@ -212,7 +213,7 @@ def sample_patch_maps(
     source = torch.from_numpy(buffer)
     if kept:  # dummy 2D: nnU-Net's Convert3DTo2DTransform merges the channels and the leading axis (a view here too)
         source = source.flatten(0, kept)
-    sampled = transform._apply_to_regr_target(source, **{**spatial.params, "grid": grid}).reshape(out.shape)
+    sampled = transform.resample(source, spatial.params, grid).reshape(out.shape)
     zoom = spatial.zoom
     if zoom != 1.0:
         for channels in mm_slices:

@@ -62,9 +62,14 @@ target is nnU-Net's own.
 
 nnU-Net's pieces used here: batchgeneratorsv2's ``BasicTransform``
 (``batchgeneratorsv2/transforms/base/basic_transform.py``), the base of every transform
-above, its ``ComposeTransforms`` and ``RandomTransform`` (``transforms/utils/``), the
-pipeline nnU-Net builds, and nnU-Net's ``SpatialTransform`` and ``MirrorTransform``
-(``transforms/spatial/``), wrapped as described.
+above, whose ``_apply_to_regr_target`` a transform defines when it moves voxels; its
+``ComposeTransforms`` (``batchgeneratorsv2/transforms/utils/compose.py``), the pipeline nnU-Net
+builds; nnU-Net's ``SpatialTransform`` (``batchgeneratorsv2/transforms/spatial/spatial.py``),
+wrapped as described, whose own ``_apply_to_regr_target`` resamples the maps and whose
+``_get_grid_sample_padding_mode`` says whether its sampling reads only inside the crop;
+``MirrorTransform`` (``batchgeneratorsv2/transforms/spatial/mirroring.py``), wrapped; and the
+dummy-2D bracket ``Convert3DTo2DTransform`` / ``Convert2DTo3DTransform``
+(``batchgeneratorsv2/transforms/utils/pseudo2d.py``), which moves no voxel.
 
 Approximations, documented: at class borders the interpolated maps mix neighbouring
 values (RRW stays negative inside the image: every voxel's own-class value is);
@@ -145,18 +150,35 @@ class RecordingTransform(BasicTransform):
 
 
 class RecordingSpatialTransform(RecordingTransform):
-    """nnU-Net's ``SpatialTransform``, leaving what it did in ``data_dict[SPATIAL_KEY]``."""
+    """nnU-Net's ``SpatialTransform``, leaving what it did in ``data_dict[SPATIAL_KEY]``; it resamples the maps too."""
 
     @property
     def spatial(self) -> SpatialTransform:
         return self.transform
+
+    @property
+    def patch_size(self) -> tuple[int, ...]:
+        return tuple(self.transform.patch_size)
+
+    @property
+    def align_corners(self) -> bool:
+        return self.transform.align_corners
+
+    @property
+    def reads_only_inside(self) -> bool:
+        """Whether its sampling treats points outside its input as zero, reading nothing there ("zeros", "constant")."""
+        return self.transform._get_grid_sample_padding_mode(self.transform.padding_mode_image) == "zeros"
+
+    def resample(self, values: torch.Tensor, params: dict, grid: torch.Tensor) -> torch.Tensor:
+        """``values`` resampled at ``grid`` exactly as the transform resamples its regression target."""
+        return self.transform._apply_to_regr_target(values, **{**params, "grid": grid})
 
     def check(self, data_dict: dict) -> None:
         if SPATIAL_KEY in data_dict:
             raise RuntimeError("a second SpatialTransform in the pipeline: maps follow one spatial transform only")
 
     def record(self, data_dict: dict, params: dict, input_shape: tuple[int, ...]) -> None:
-        data_dict[SPATIAL_KEY] = SpatialRecord(self.transform, params, input_shape)
+        data_dict[SPATIAL_KEY] = SpatialRecord(self, params, input_shape)
 
 
 class RecordingMirrorTransform(RecordingTransform):
