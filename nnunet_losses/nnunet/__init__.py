@@ -5,8 +5,9 @@
 * :mod:`.map_layout` — which maps a trainer needs, stacked as channels, computed from nnU-Net labels;
 * :mod:`.map_store` — where maps live beside the preprocessed data, atomic writes, staleness checks;
 * :mod:`.setup_maps` — ``setup_maps.py`` / ``nnunet-losses setup-maps``;
-* :mod:`.dataset` — precomputed maps attached to nnU-Net's cases for its own data loader;
-* :mod:`.transforms` — maps through nnU-Net's augmentation and deep supervision, or recomputed on the patch;
+* :mod:`.dataset` — where nnU-Net's own data loader cut each crop, handed on with the case's map files;
+* :mod:`.patch_sampling` — the maps of one augmented patch, read once from its case's files;
+* :mod:`.transforms` — maps to nnU-Net's target through its augmentation and deep supervision, or recomputed on the patch;
 * :mod:`.map_transport` — how maps travel with nnU-Net's target from the augmentation to the loss;
 * :mod:`.loss_adapter` — the ``loss(output, target)`` object nnU-Net calls;
 * :mod:`.trainer` — :class:`~.trainer.nnUNetTrainerLosses`, the base of every trainer in ``trainers/``;

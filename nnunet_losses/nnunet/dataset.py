@@ -78,14 +78,14 @@ class CroppedImage(np.ndarray):
 
 
 def padded_crop(crop: CaseCrop, pad_width: Any, ndim: int) -> CaseCrop:
-    """``crop`` after ``np.pad(..., pad_width)`` of its ``(channels, *spatial)`` array."""
-    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (ndim, 2))
-    if np.any(widths[0] != 0):
+    """``crop`` after ``np.pad(..., pad_width)`` of its ``(channels, *spatial)`` array (``pad_width`` in any form
+    ``np.pad`` takes)."""
+    widths = [(int(a), int(b)) for a, b in np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (ndim, 2))]
+    if widths[0] != (0, 0):
         raise RuntimeError(f"the loader padded the channel axis of a crop ({pad_width})")
-    before, after = widths[1:, 0], widths[1:, 1]
     return CaseCrop(
-        crop.case, crop.maps, tuple(int(o - b) for o, b in zip(crop.origin, before)),
-        tuple(int(s + b + a) for s, b, a in zip(crop.shape, before, after)), crop.case_shape,
+        crop.case, crop.maps, tuple(o - b for o, (b, _) in zip(crop.origin, widths[1:])),
+        tuple(s + b + a for s, (b, a) in zip(crop.shape, widths[1:])), crop.case_shape,
     )
 
 

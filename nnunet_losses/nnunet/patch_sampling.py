@@ -70,7 +70,8 @@ class CaseCrop:
 
     def read(self, starts: Sequence[int], stops: Sequence[int], out: np.ndarray, flips: Sequence[int] = ()) -> None:
         """``out[...] =`` the maps of crop region ``[starts, stops)`` (crop coordinates, all channels), flipped along
-        the crop axes ``flips``; 0 outside the case. ``out``: float32 ``(channels, *(stops - starts))``, positive strides."""
+        the crop axes ``flips``; 0 outside the case. ``out``: float32 or float16 ``(channels, *(stops - starts))``, positive
+        strides."""
         inside, box = [], []
         for axis, (start, stop, origin, size) in enumerate(zip(starts, stops, self.origin, self.case_shape)):
             low, high = max(start + origin, 0), min(stop + origin, size)
