@@ -18,7 +18,7 @@ The dataset must be preprocessed and mapped already, e.g. the workdir that
 Glibc returns arrays above 32 MB to the system when they are freed, so each new array of
 that size is paged in afresh; to see what that costs, run the same command with
 ``MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=8000000000
-MALLOC_TOP_PAD_=1000000000`` in its environment (README, "Storage and real-size cases").
+MALLOC_TOP_PAD_=1000000000`` in its environment.
 """
 from __future__ import annotations
 
