@@ -262,44 +262,47 @@ def force_draws(spatial: SpatialTransform, draw: str) -> None:
 
 
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)
-@pytest.mark.parametrize("draw", sorted(SPATIAL_DRAWS))
-def test_maps_equal_nnunets_own_augmentation_of_them_as_a_regression_target(pipeline_dataset, monkeypatch, configuration, draw):
+def test_maps_equal_nnunets_own_augmentation_of_them_as_a_regression_target(pipeline_dataset, monkeypatch, configuration):
     """The trainer's maps, read once for the final patch, are exactly what nnU-Net's own loader and transforms make of
     the stored maps cropped with the image (linear interpolation, zero padding, mirroring), divided by the zoom in
     the mm channels, at every deep-supervision scale, rounded to the float16 they travel in; image and target are
-    nnU-Net's, bit for bit. Same seeds, so
-    the same cases, boxes, rotations, zooms and flips; in the cascade also the same previous-stage channels."""
+    nnU-Net's, bit for bit. Each kind of draw of :data:`SPATIAL_DRAWS`, two seeds each: the same cases, boxes,
+    rotations, zooms and flips for both loaders; in the cascade also the same previous-stage channels."""
     trainer = build_trainer(nnUNetTrainerPipelineMaps, configuration, pipeline_dataset, monkeypatch)
     train, _ = loaders(trainer)
-    zooms: list[float] = []
-    force_draws(spatial_transform(train.transforms), draw)
     layout, transported = trainer.map_transport.layout, trainer.map_transport.target_dtype
     assert transported == torch.float16  # labels up to 2048: the maps travel as float16, rounded once
     mm = np.zeros(layout.num_channels, dtype=bool)
     for channels in layout.mm_slices:
         mm[channels] = True
-    for seed in range(2):
-        reference = reference_loader(trainer, train.transforms, zooms)
-        np.random.seed(seed), torch.manual_seed(seed)
-        batch = next(train)
-        np.random.seed(seed), torch.manual_seed(seed)
-        expected = reference.generate_train_batch()
-        assert torch.equal(batch["data"], expected["data"])
-        segs, maps = split_target(trainer, batch)
-        reference_full = expected["target"][0]
-        assert torch.equal(segs[0], reference_full[:, :1].to(torch.int16))
-        assert all(torch.equal(seg, target) for seg, target in zip(segs[1:], expected["target"][1:]))
-        batch_zooms, zooms[:] = list(zooms), []
-        assert len(batch_zooms) == trainer.batch_size
-        for item, zoom in enumerate(batch_zooms):
-            if draw.startswith("zoom"):
-                assert zoom == pytest.approx(SPATIAL_DRAWS[draw][2][0])
-            reference_maps = reference_full[item, 1:].clone()
-            reference_maps[mm] /= zoom
-            for scale, scale_maps in zip(trainer._get_deep_supervision_scales(), maps):
-                want = downsample_like_segmentation(reference_maps, scale).to(transported).float()
-                assert torch.equal(scale_maps[item], want)
-        assert np.any(maps[0].numpy()[:, mm] != 0)
+    zooms: list[float] = []
+    spatial = spatial_transform(train.transforms)
+    own = (spatial.p_rotation, spatial.p_scaling, spatial.scaling)
+    for draw in sorted(SPATIAL_DRAWS):
+        spatial.p_rotation, spatial.p_scaling, spatial.scaling = own  # "nnunet": nnU-Net's own probabilities
+        force_draws(spatial, draw)
+        for seed in range(2):
+            reference = reference_loader(trainer, train.transforms, zooms)
+            np.random.seed(seed), torch.manual_seed(seed)
+            batch = next(train)
+            np.random.seed(seed), torch.manual_seed(seed)
+            expected = reference.generate_train_batch()
+            assert torch.equal(batch["data"], expected["data"]), draw
+            segs, maps = split_target(trainer, batch)
+            reference_full = expected["target"][0]
+            assert torch.equal(segs[0], reference_full[:, :1].to(torch.int16))
+            assert all(torch.equal(seg, target) for seg, target in zip(segs[1:], expected["target"][1:]))
+            batch_zooms, zooms[:] = list(zooms), []
+            assert len(batch_zooms) == trainer.batch_size
+            for item, zoom in enumerate(batch_zooms):
+                if draw.startswith("zoom"):
+                    assert zoom == pytest.approx(SPATIAL_DRAWS[draw][2][0])
+                reference_maps = reference_full[item, 1:].clone()
+                reference_maps[mm] /= zoom
+                for scale, scale_maps in zip(trainer._get_deep_supervision_scales(), maps):
+                    want = downsample_like_segmentation(reference_maps, scale).to(transported).float()
+                    assert torch.equal(scale_maps[item], want), (draw, seed, item, scale)
+            assert np.any(maps[0].numpy()[:, mm] != 0)
 
 
 def test_a_transform_that_moves_voxels_otherwise_is_refused(pipeline_dataset, monkeypatch):
