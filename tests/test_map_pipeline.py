@@ -46,7 +46,8 @@ from nnunet_losses.nnunet.map_layout import compute_map_stack
 from nnunet_losses.nnunet.setup_maps import write_configuration_maps
 from nnunet_losses.nnunet.small_plans import make_small_plans
 from nnunet_losses.nnunet.trainer import nnUNetTrainerLosses
-from nnunet_losses.nnunet.transforms import RecordingSpatialTransform, RecordingTransform, add_map_transforms, downsample_like_segmentation
+from nnunet_losses.nnunet.map_transport import downsample_like_segmentation
+from nnunet_losses.nnunet.transforms import RecordingSpatialTransform, RecordingTransform, add_map_transforms
 from nnunet_losses.synthetic import write_raw_dataset
 
 from conftest import run_command

@@ -229,7 +229,7 @@ def chunking(shape: tuple[int, ...], patch_size: tuple[int, ...], itemsize: int)
 
 @dataclass(frozen=True)
 class StoredMap:
-    """An open map file of one case and kind: its shape and how to read a box of it as float32."""
+    """An open map file of one case and kind: its shape and how to read a box of it (float32 or float16)."""
 
     array: blosc2.NDArray
     encoding: Encoding

@@ -124,12 +124,12 @@ class MapTransport:
         return torch.float16 if largest_label <= LARGEST_FLOAT16_LABEL else torch.float32
 
     @staticmethod
-    def pack(segmentation: Tensor | list[Tensor], maps: Sequence[Tensor], dtype: torch.dtype = torch.float32) -> Tensor | list[Tensor]:
-        """One sample's target with its maps as extra channels, in ``dtype``: a list per scale (deep supervision) or one tensor."""
+    def pack(segmentation: Tensor | list[Tensor], maps: Sequence[Tensor]) -> Tensor | list[Tensor]:
+        """One sample's float32 target with its maps as extra channels: a list per scale (deep supervision) or one tensor."""
         segs = list(segmentation) if isinstance(segmentation, (list, tuple)) else [segmentation]
         if len(segs) != len(maps):
             raise RuntimeError(f"{len(segs)} segmentation scales but {len(maps)} map scales")
-        packed = [torch.cat([seg.to(dtype), scale_maps.to(dtype)]) for seg, scale_maps in zip(segs, maps)]
+        packed = [torch.cat([seg.float(), scale_maps.float()]) for seg, scale_maps in zip(segs, maps)]
         return packed if isinstance(segmentation, (list, tuple)) else packed[0]
 
     def take(self, batch: dict, device: torch.device) -> list[Tensor]:

@@ -14,7 +14,7 @@ recorded on the way, and :func:`sample_patch_maps` reads what the final patch ne
 * **box** (no grid): the patch box, decoded straight into the output, mirrored while it
   is dequantised (no flip copy);
 * **grid**: the decoded part of the crop is only the bounding box of the grid's sample
-  points (plus one voxel), written into a buffer of the crop's shape whose other voxels
+  points (plus two voxels each side), written into a buffer of the crop's shape whose other voxels
   are never written nor read, and the spatial transform's own ``_apply_to_regr_target``
   resamples it with its own grid. Bilinear sampling reads only the two voxels around a
   sample point, so every voxel it reads holds what nnU-Net's crop holds there;
@@ -40,7 +40,7 @@ import torch
 from .map_store import StoredMap
 
 
-@dataclass
+@dataclass(frozen=True)
 class CaseCrop:
     """Where the loader's crop of one sample lies in its case, and the case's stored maps.
 
@@ -133,8 +133,7 @@ def _grid_extremes(grid: torch.Tensor, affine: bool) -> tuple[torch.Tensor, torc
     """Per coordinate, the least and greatest value of ``grid`` (``(*patch, dim)``). A grid that is affine in the voxel
     index (no elastic deformation) takes them at the patch's corners: ``2^dim`` points instead of the whole grid."""
     if affine:
-        corners = grid[tuple(slice(None, None, max(n - 1, 1)) for n in grid.shape[:-1])]
-        grid = corners
+        grid = grid[tuple(slice(None, None, max(n - 1, 1)) for n in grid.shape[:-1])]
     flat = grid.reshape(-1, grid.shape[-1])
     return torch.aminmax(flat, dim=0)
 

@@ -92,7 +92,7 @@ from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, 
 
 from .dataset import CropHandoff
 from .map_layout import MapLayout, compute_map_stack
-from .map_transport import MapTransport, downsample_like_segmentation  # noqa: F401 (also this module's: tests, studies)
+from .map_transport import MapTransport
 from .patch_sampling import CaseCrop, SpatialRecord, sample_patch_maps
 
 DSScales = Sequence[Sequence[float]] | None

@@ -38,10 +38,8 @@ from nnunet_losses.losses.region_wise import region_wise_loss, rrw_from_compact
 from nnunet_losses.maps import rrw_compact
 from nnunet_losses.nnunet.loss_adapter import NnUNetLoss
 from nnunet_losses.nnunet.map_layout import MapLayout, compute_map_stack
-from nnunet_losses.nnunet.transforms import (
-    ComputeMapsOnPatch,
-    downsample_like_segmentation,
-)
+from nnunet_losses.nnunet.map_transport import downsample_like_segmentation
+from nnunet_losses.nnunet.transforms import ComputeMapsOnPatch
 from nnunet_losses.synthetic.cardiac import cardiac_case
 
 NUM_CLASSES = 4
