@@ -16,11 +16,10 @@ bound on every loss that reads the map), decoded to float32 on read:
   stay exact; a nonzero distance below ``2^-14`` mm or above 65504 mm is refused at writing,
   so every stored value is a normal float16).
 
-Codecs: ``signed_distance`` ZSTD level 3 with byte shuffle and blosc2's byte-delta filter
-(about 0.3 bytes per voxel and channel; LZ4HC level 6 decodes a patch box 2.7 times as fast
-but takes 25 % more bytes, 2.3 times the writing time, and saved only 2.5 % of the 3d_fullres
-RW-Boundary augmentation per batch, where decoding is a small part; ``docs/maps.md``);
-``rrw`` LZ4HC level 6 (one channel: decoding ten
+Codecs: ``signed_distance`` LZ4HC level 6 with byte shuffle and blosc2's byte-delta filter
+(about 0.3-0.5 bytes per voxel and channel; it decodes 2.8 to 3 times as fast as ZSTD level 3,
+the codec of the first files of this format, which still decode, for 20-25 % more bytes:
+``benchmarks/patch_reading.py``, ``docs/maps.md``); ``rrw`` LZ4HC level 6 (one channel: decoding ten
 times faster than ZSTD matters more than its slower writing). Chunks
 hold one channel (a channel is written without touching the others, so ``setup_maps``
 writes one class channel at a time) and are sized for nnU-Net's patch as its own files

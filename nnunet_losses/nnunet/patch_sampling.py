@@ -169,8 +169,8 @@ def _crop_buffer(channels: int, shape: Sequence[int], kept: int, channels_last: 
 
     ``channels_last``: laid out with the channels and the ``kept`` leading axes last, so that a 2D
     ``grid_sample`` reads each point's values of all channels together: bit for bit the same result,
-    4.5 times as fast for the 80 merged channels of a 4-class dummy-2D patch of 20 slices (9.7 against
-    43.8 ms per 256x224 patch, one thread).
+    1.8 times as fast for the 80 merged channels of a 4-class dummy-2D patch of 20 slices (6.5 against
+    11.6 ms per rotated 256x256 patch, one thread; ``benchmarks/patch_reading.py``).
     """
     if not channels_last:
         return np.empty((channels, *shape), dtype=np.float32)
